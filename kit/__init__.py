@@ -1,0 +1,16 @@
+"""lugha: image-text models for low-resource languages, from a workstation GPU to an offline phone.
+
+This package (``kit/`` in the repository) is the contract shared by the GPU side and the device side:
+configs, bundle manifest, pre-processing, tokenizer spec, datasets and the CLI. It imports only the
+standard library, numpy and Pillow (``tokenizers`` lazily), so it runs on a Raspberry Pi.
+"""
+__version__ = "0.1.0"
+
+from .config import ModelConfig, get_model_config, list_models  # noqa: E402
+from .errors import BundleError, ConfigError, DataError, LughaError  # noqa: E402
+from .preprocess import PreprocessSpec, preprocess_image  # noqa: E402
+
+__all__ = [
+    "__version__", "ModelConfig", "get_model_config", "list_models", "PreprocessSpec",
+    "preprocess_image", "LughaError", "ConfigError", "BundleError", "DataError",
+]
