@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One idempotent set-up for a fresh machine: system packages, the npm demo data, and .venv with the
+# pinned constraints. Both README commands (make quickstart, make test) call it; re-running is cheap.
+#   EXTRAS=train,dev,export scripts/setup.sh   # choose extras (default: train,dev)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EXTRAS=${EXTRAS:-train,dev}
+PY=${PYTHON:-python3}
+
+say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# 1. System packages and the demo data sources (font, Unicode emoji data, CLDR annotations).
+bash scripts/fetch_demo_sources.sh
+
+# 2. The virtual environment. A stamp of the inputs skips pip when nothing changed.
+stamp_in=$(cat pyproject.toml constraints.txt; echo "$EXTRAS")
+stamp=$(printf '%s' "$stamp_in" | sha256sum | cut -c1-16)
+if [ -x .venv/bin/python ] && [ "$(cat .venv/.lugha-stamp 2>/dev/null)" = "$stamp" ]; then
+  say ".venv is up to date (extras: $EXTRAS)"
+else
+  [ -x .venv/bin/python ] || { say "creating .venv"; "$PY" -m venv .venv; }
+  say "installing lugha[$EXTRAS] with constraints.txt (torch from local disk; first time ~2 min)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[$EXTRAS]"
+  echo "$stamp" > .venv/.lugha-stamp
+fi
+say "ready: $(.venv/bin/lugha --version)"
