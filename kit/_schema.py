@@ -14,6 +14,8 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 from .errors import ConfigError
 
 T = TypeVar("T")
+# `X | Y` has origin types.UnionType on Python >= 3.10, typing.Union before.
+_UNION_ORIGINS = (Union, getattr(types, "UnionType", Union))
 
 
 def to_dict(obj: Any) -> Any:
@@ -54,23 +56,28 @@ def _convert(tp: Any, value: Any, path: str) -> Any:
                 raise ConfigError(f"{path}.{name}", "required field is missing")
         try:
             return tp(**kwargs)
-        except ConfigError:
-            raise
+        except ConfigError as e:
+            # __post_init__ checks name the field relative to their own class; prefix the path so the
+            # user reads `model.text_tower.max_length`, not a bare `text_tower.max_length`.
+            message = str(e)[len(e.field) + 2:] if e.field else str(e)
+            raise ConfigError(f"{path}.{e.field}" if e.field else path, message) from None
         except (TypeError, ValueError) as e:
             raise ConfigError(path, str(e)) from e
-    if origin in (Union, types.UnionType):
+    if origin in _UNION_ORIGINS:
         args = get_args(tp)
         if value is None and type(None) in args:
             return None
-        errors = []
+        errors: list[ConfigError] = []
         for arg in args:
             if arg is type(None):
                 continue
             try:
                 return _convert(arg, value, path)
             except ConfigError as e:
-                errors.append(str(e))
-        raise ConfigError(path, f"no alternative of {tp} fits: {'; '.join(errors)}")
+                errors.append(e)
+        if len(errors) == 1:  # `X | None`: X's own error names the deeper field
+            raise errors[0]
+        raise ConfigError(path, f"no alternative of {tp} fits: {'; '.join(map(str, errors))}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:

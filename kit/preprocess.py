@@ -19,6 +19,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 HALF_MEAN = (0.5, 0.5, 0.5)
 HALF_STD = (0.5, 0.5, 0.5)
 
+_EXIF_ORIENTATION = 0x0112
+
 Resize = Literal["shortest_crop", "squash", "letterbox"]
 Interpolation = Literal["bilinear", "bicubic", "nearest"]
 
@@ -67,8 +69,11 @@ def _pil_resample(name: str) -> int:
 
 def to_rgb(img, fill: Sequence[int] = (255, 255, 255)):
     """Any Pillow mode (P, LA, RGBA, CMYK, I;16, L) to RGB, compositing transparency over ``fill``."""
-    from PIL import Image
+    from PIL import Image, ImageOps
 
+    # Phone cameras store portrait photos sideways plus an EXIF Orientation tag; honour it (1 = upright).
+    if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
     if img.mode == "P" and "transparency" in img.info:
         img = img.convert("RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
@@ -77,9 +82,10 @@ def to_rgb(img, fill: Sequence[int] = (255, 255, 255)):
         bg.paste(img, mask=img.getchannel("A"))
         return bg
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit greyscale (PNG loads as I;16, or I in older Pillow): scale the full 0..65535 range, never
+        # guess from the pixel values, or a dark 16-bit image would be mistaken for an 8-bit one.
         arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if arr.max() > 255 else 255.0
-        img = Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+        img = Image.fromarray(np.clip(arr / 65535.0 * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
     return img if img.mode == "RGB" else img.convert("RGB")
 
 
@@ -88,6 +94,14 @@ def shortest_side_size(w: int, h: int, target: int) -> tuple[int, int]:
     if w <= h:
         return target, int(target * h / w)
     return int(target * w / h), target
+
+
+def longest_side_size(w: int, h: int, target: int) -> tuple[int, int]:
+    """(w, h) after scaling the longest side to ``target`` (torchvision v2 ``Resize(None, max_size)``'s
+    floor rounding, written the same way so the float arithmetic agrees too)."""
+    if w <= h:
+        return max(1, int(target * w / h)), target
+    return target, max(1, int(target * h / w))
 
 
 def resize_pil(img, spec: PreprocessSpec):
@@ -99,8 +113,7 @@ def resize_pil(img, spec: PreprocessSpec):
     if spec.resize == "squash":
         return img.resize((s, s), resample)
     if spec.resize == "letterbox":
-        scale = s / max(img.size)
-        w, h = max(1, round(img.width * scale)), max(1, round(img.height * scale))
+        w, h = longest_side_size(img.width, img.height, s)
         canvas = Image.new("RGB", (s, s), tuple(spec.fill))
         canvas.paste(img.resize((w, h), resample), ((s - w) // 2, (s - h) // 2))
         return canvas
