@@ -7,7 +7,6 @@ emoji (hash of seed + code points), so no picture is ever in two splits whatever
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import time
@@ -18,6 +17,7 @@ from ..errors import ConfigError
 from ..progress import progress
 from . import emoji_sources as src
 from .records import SPLITS, Record, write_manifest
+from .split import split_of  # the same hash split as `lugha data split`, so re-splitting is a no-op
 
 # The languages the project is for (all named in the issue) ...
 NAMED_LANGS = ("en", "ha", "yo", "ig", "sw", "am", "so", "zu", "wo", "hi", "bn", "ta", "az")
@@ -25,20 +25,7 @@ NAMED_LANGS = ("en", "ha", "yo", "ig", "sw", "am", "so", "zu", "wo", "hi", "bn",
 # must give >= 13 languages with >= 1,500 pairs: Nigerian Pidgin, Akan (Twi) and Tigrinya.
 EXTRA_LANGS = ("pcm", "ak", "ti")
 DEFAULT_LANGS = NAMED_LANGS + EXTRA_LANGS
-SPLIT_FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 LICENSES_DIR = Path(__file__).with_name("LICENSES")
-
-
-def split_of(key: str, seed: int = 0) -> str:
-    """train/val/test for a split unit, from a hash: stable across runs, machines and subsets."""
-    digest = hashlib.sha256(f"{seed}:{key}".encode("utf-8")).digest()
-    u = int.from_bytes(digest[:8], "big") / 2.0**64
-    edge = 0.0
-    for name in SPLITS:
-        edge += SPLIT_FRACTIONS[name]
-        if u < edge:
-            return name
-    return SPLITS[-1]
 
 
 def parse_langs(langs: str | Iterable[str] | None) -> list[str]:
