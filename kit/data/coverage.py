@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Iterable
 
@@ -92,10 +92,11 @@ class _Stats:
     def __init__(self) -> None:
         self.rows = self.words = self.tokens = self.unk = self.truncated = 0
         self.ids: set[int] = set()
-        self.tags: dict[str, int] = defaultdict(int)  # scripts seen in a language, languages in a script
+        self.tags: Counter = Counter()  # scripts seen in a language, languages in a script
+        self.unk_text: Counter = Counter()  # which characters the vocabulary lacks
 
-    def add(self, words: int, content: list[int], unk: int | None, length: int, max_length: int,
-            tag: str) -> None:
+    def add(self, words: int, content: list[int], unk_text: list[str], unk: int | None, length: int,
+            max_length: int, tag: str) -> None:
         self.rows += 1
         self.words += words
         self.tokens += len(content)
@@ -103,6 +104,7 @@ class _Stats:
         self.truncated += length > max_length
         self.ids.update(content)
         self.tags[tag] += 1
+        self.unk_text.update(unk_text)
 
     def row(self) -> dict:
         return {
@@ -110,7 +112,7 @@ class _Stats:
             "unk_rate": self.unk / self.tokens if self.tokens else 0.0,
             "fertility": self.tokens / self.words if self.words else 0.0,
             "truncated": self.truncated, "truncated_share": self.truncated / self.rows if self.rows else 0.0,
-            "vocab": len(self.ids),
+            "vocab": len(self.ids), "unk_top": dict(self.unk_text.most_common(5)),
         }
 
 
@@ -152,14 +154,17 @@ def _report(records: list[Record], tok, max_length: int, prefix: str, batch_size
         fed = tok.encode_batch([prefix + t for t in texts], add_special_tokens=True)
         for r, enc, full in zip(chunk, plain, fed):
             content = [i for i in enc.ids if i not in skip]
+            unk_text = [r.text[a:b] for i, (a, b) in zip(enc.ids, enc.offsets) if i == unk]
             script = detect_script(r.text)
-            args = (len(r.text.split()), content, unk, len(full.ids), max_length)
+            args = (len(r.text.split()), content, unk_text, unk, len(full.ids), max_length)
             overall.add(*args, "")
             by_lang[r.lang].add(*args, script)
             by_script[script].add(*args, r.lang)
             model_ids.update(full.ids)
-    langs = [{"lang": k, "script": max(s.tags, key=s.tags.get), **s.row()} for k, s in sorted(by_lang.items())]
-    scripts = [{"script": k, "langs": ",".join(sorted(s.tags)), **s.row()} for k, s in sorted(by_script.items())]
+    langs = [{"lang": k, "script": s.tags.most_common(1)[0][0], "script_rows": dict(s.tags.most_common()),
+              **s.row()} for k, s in sorted(by_lang.items())]
+    scripts = [{"script": k, "langs": _main_tags(s.tags), "lang_rows": dict(s.tags.most_common()), **s.row()}
+               for k, s in sorted(by_script.items())]
     return {
         "max_length": max_length, "prefix": prefix, "vocab_size": tok.get_vocab_size(),
         "unk_id": unk, "specials": specials, "overall": overall.row(),
@@ -167,15 +172,32 @@ def _report(records: list[Record], tok, max_length: int, prefix: str, batch_size
     }
 
 
+def _main_tags(tags: Counter, share: float = 0.05) -> str:
+    """Languages making up at least ``share`` of a script's rows; the rest as "+N" (a Hindi emoji name
+    with "ATM" in it should not list Hindi among the Latin-script languages on equal terms)."""
+    total = sum(tags.values())
+    main = sorted(k for k, n in tags.items() if n >= share * total)
+    rest = len(tags) - len(main)
+    return ",".join(main) + (f" +{rest}" if rest else "")
+
+
+def _unk_cell(top: dict) -> str:
+    return " ".join(f"{t}×{n}" for t, n in top.items())
+
+
 TABLE_COLUMNS = ["rows", "unk_rate", "fertility", "truncated_share", "vocab"]
 
 
 def table_rows(report: dict, key: str) -> list[dict]:
-    """Rows for ``format_table``: ``key`` is ``by_lang`` or ``by_script``; the overall row comes last."""
+    """Rows for ``format_table``: ``key`` is ``by_lang`` or ``by_script``; the overall row comes last.
+    ``unknown`` shows the commonest text pieces that became the unknown token (``ǹ×9``)."""
     first = "lang" if key == "by_lang" else "script"
     extra = ["script"] if key == "by_lang" else ["langs"]
-    rows = [{first: r[first], **{c: r[c] for c in extra}, **{c: r[c] for c in TABLE_COLUMNS}} for r in report[key]]
-    total = {first: "all", **{c: "" for c in extra}, **{c: report["overall"][c] for c in TABLE_COLUMNS}}
+    rows = [{first: r[first], **{c: r[c] for c in extra}, **{c: r[c] for c in TABLE_COLUMNS},
+             "unknown": _unk_cell(r["unk_top"])} for r in report[key]]
+    o = report["overall"]
+    total = {first: "all", **{c: "" for c in extra}, **{c: o[c] for c in TABLE_COLUMNS},
+             "unknown": _unk_cell(o["unk_top"])}
     return rows + [total]
 
 
