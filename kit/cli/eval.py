@@ -1,11 +1,83 @@
-"""`lugha eval`."""
-from ._common import not_available
+"""`lugha eval`: a thin layer over :func:`lugha.training.evaluate.evaluate_run` (torch in run() only)."""
+from __future__ import annotations
+
+import argparse
 
 HELP = "Evaluate a training run: recall@k and label accuracy per language."
+DESCRIPTION = """Evaluate a run on a split: image->text and text->image Recall@1/5/10 per language
+(the images of that language's rows against its texts; several texts may match one image) and
+averaged, zero-shot label accuracy (label names as text prompts), each next to its chance level.
+With --baseline, English metrics are also reported as % of the baseline run's (retention).
+
+  lugha eval runs/demo --split test
+  lugha eval runs/demo --data data/other/manifest.jsonl --split test --json
+  lugha eval runs/all-langs --split test --baseline runs/english-only   # % of English kept
+
+Label prompts: per-language names from labels.json beside the manifest ({lang: {label: name}}) when
+present, else the labels as written in the manifest (the demo: CLDR group names in English).
+"""
+_COLS = [("i2t R@1", "i2t_r1"), ("i2t R@5", "i2t_r5"), ("i2t R@10", "i2t_r10"),
+         ("t2i R@1", "t2i_r1"), ("t2i R@5", "t2i_r5"), ("t2i R@10", "t2i_r10"), ("label acc", "label_acc")]
+RETAINED = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "label_acc")
 
 
-def configure(parser) -> None:
-    parser.add_argument("rest", nargs="*", help="arguments, once this command exists")
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run folder written by `lugha train`")
+    parser.add_argument("--data", metavar="MANIFEST", help="JSONL manifest (default: the run's own)")
+    parser.add_argument("--split", default="test", help="split to evaluate (default: test; '' = all rows)")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default: best)")
+    parser.add_argument("--languages", default="", help="comma-separated languages to keep (default: all)")
+    parser.add_argument("--baseline", metavar="RUN0", help="report English metrics as %% of this run's")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 
-run = not_available("eval", "built in the training issue")
+def _cell(m: dict, key: str) -> str:
+    v = m.get(key)
+    if v is None or v != v:
+        return "-"
+    return f"{100 * v:.1f} ({100 * m['chance_' + key]:.1f})"
+
+
+def format_report(report: dict) -> str:
+    from ._common import format_table
+
+    rows = []
+    for lang, m in list(report["languages"].items()) + [("mean", report["mean"])]:
+        row = {"lang": lang, "images": m.get("n_images", ""), "texts": m.get("n_texts", "")}
+        row.update({name: _cell(m, key) for name, key in _COLS})
+        rows.append(row)
+    lines = [f"{report['run']} ({report['checkpoint']}) on {report['manifest']} split={report['split']!r}",
+             "metrics in % (chance in brackets); labels: " + report["label_source"], format_table(rows)]
+    if "retention" in report:
+        r = report["retention"]
+        lines.append(f"English retention vs {r['baseline']} (% of baseline kept):")
+        lines.append(format_table([{"metric": k, "run": 100 * r["run"][k], "baseline": 100 * r["base"][k],
+                                    "kept %": r["kept"][k]} for k in r["kept"]], floatfmt="{:.1f}"))
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from lugha.errors import DataError
+
+    from ._common import print_json
+
+    from lugha.training.evaluate import evaluate_run, retention
+
+    langs = [x.strip() for x in args.languages.split(",") if x.strip()]
+    kw = dict(manifest=args.data, split=args.split, checkpoint=args.checkpoint, languages=langs,
+              batch_size=args.batch_size)
+    report = evaluate_run(args.run_dir, **kw)
+    if args.baseline:
+        base = evaluate_run(args.baseline, **{**kw, "manifest": args.data or report["manifest"], "languages": ["en"]})
+        if "en" not in report["languages"] or "en" not in base["languages"]:
+            raise DataError(f"retention needs English ('en') rows in split {args.split!r} of {report['manifest']}")
+        run_en, base_en = report["languages"]["en"], base["languages"]["en"]
+        report["retention"] = {"baseline": args.baseline, "lang": "en", "run": {k: run_en[k] for k in RETAINED if k in run_en},
+                               "base": {k: base_en[k] for k in RETAINED if k in base_en},
+                               "kept": retention(run_en, base_en, [k for k in RETAINED if k in base_en])}
+    if args.json:
+        print_json(report)
+    else:
+        print(format_report(report))
+    return 0

@@ -1,0 +1,268 @@
+"""Training data: manifest rows -> seeded batches of (pixels, row index), decoded by Pillow in workers.
+
+Three pieces, each usable alone:
+
+* :class:`PairSet` - the rows of one split (optionally some languages), with each distinct image file
+  numbered once (the demo data captions one emoji image in ten languages; decode it once, not ten times).
+* :func:`epoch_batches` - the order of one epoch as a pure function of (seed, epoch): shuffled, optionally
+  language-balanced, with no image twice in a batch (two captions of one image are not negatives). A run
+  resumed at batch k of epoch e replays exactly the batches an uninterrupted run would have seen.
+* :class:`ImageStore` - every image resized once into a uint8 ``[N, S, S, 3]`` ``.npy`` memmap, keyed by
+  path + mtime + size + the resize spec, so later epochs (and later runs) skip JPEG/PNG decoding.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections import deque
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lugha.data.records import Record, read_manifest
+from lugha.errors import DataError
+from lugha.paths import lugha_home
+from lugha.preprocess import PreprocessSpec, normalize, resize_pil
+
+
+def training_spec(spec: PreprocessSpec) -> PreprocessSpec:
+    """The float NCHW form of a bundle's spec: what the torch model eats whatever the device layout."""
+    return dataclasses.replace(spec, layout="NCHW", dtype="float32")
+
+
+def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class PairSet:
+    """Rows of ``split`` (all rows when ``split`` is empty) whose language is in ``languages`` (empty = all)."""
+
+    def __init__(self, manifest: str | os.PathLike, split: str = "", languages: Sequence[str] = ()):
+        self.manifest = Path(manifest)
+        if not self.manifest.is_file():
+            raise DataError(f"{manifest}: manifest not found")
+        self.root = self.manifest.parent
+        rows = read_manifest(self.manifest)
+        langs = set(languages)
+        self.records: list[Record] = [r for r in rows if (not split or r.split == split)
+                                      and (not langs or r.lang in langs)]
+        if not self.records:
+            have = sorted({r.split for r in rows}), sorted({r.lang for r in rows})
+            raise DataError(f"{manifest}: no rows with split={split!r} and languages={sorted(langs) or 'all'} "
+                            f"(splits present: {have[0]}, languages: {have[1]})")
+        self.split, self.languages = split, tuple(sorted({r.lang for r in self.records}))
+        paths: dict[str, int] = {}
+        self.image_index = np.array([paths.setdefault(str(r.image_path(self.root)), len(paths))
+                                     for r in self.records], dtype=np.int64)
+        self.image_paths = list(paths)
+        self.langs = np.array([r.lang for r in self.records])
+        self.groups = [r.group_key for r in self.records]
+        self.texts = [r.text for r in self.records]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def fingerprint(self) -> str:
+        """Changes when the manifest file or the selection changes (keys the feature cache)."""
+        sel = json.dumps([self.split, list(self.languages), len(self.records)])
+        return hashlib.sha256((file_digest(self.manifest) + sel).encode()).hexdigest()[:16]
+
+
+def epoch_order(langs: np.ndarray, seed: int, epoch: int, balance_languages: bool) -> np.ndarray:
+    """Row indices of one epoch. Balanced: every language gets the same share of the epoch's slots
+    (small languages repeat within the epoch, large ones are subsampled), instead of its row share."""
+    rng = np.random.default_rng([seed, epoch])
+    n = len(langs)
+    if not balance_languages:
+        return rng.permutation(n)
+    names = sorted(set(langs.tolist()))
+    pools = {lang: np.flatnonzero(langs == lang) for lang in names}
+    slots = rng.permutation(np.resize(np.arange(len(names)), n))
+    cursors = {lang: [rng.permutation(pools[lang]), 0] for lang in names}
+    out = np.empty(n, dtype=np.int64)
+    for k, li in enumerate(slots):
+        cur = cursors[names[li]]
+        if cur[1] == len(cur[0]):  # this language's rows are used up: start a fresh shuffle of them
+            cur[0], cur[1] = rng.permutation(pools[names[li]]), 0
+        out[k] = cur[0][cur[1]]
+        cur[1] += 1
+    return out
+
+
+def epoch_batches(langs: np.ndarray, groups: Sequence[str], batch_size: int, seed: int, epoch: int,
+                  balance_languages: bool = False, unique_groups: bool = True) -> list[list[int]]:
+    """The batches of one epoch, a pure function of its arguments.
+
+    With ``unique_groups`` a row whose group is already in the batch waits for the next batch. A tail
+    batch under half ``batch_size`` is dropped (its loss would see too few negatives); the order changes
+    every epoch, so no row is always the one left out.
+    """
+    order = epoch_order(np.asarray(langs), seed, epoch, balance_languages).tolist()
+    if not unique_groups:
+        batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    else:
+        batches, stream, pending = [], deque(order), deque()
+        while stream or pending:
+            batch, seen, deferred = [], set(), deque()
+            for source in (pending, stream):
+                while source and len(batch) < batch_size:
+                    i = source.popleft()
+                    if groups[i] in seen:
+                        deferred.append(i)
+                    else:
+                        seen.add(groups[i])
+                        batch.append(i)
+            pending = deferred + pending
+            batches.append(batch)
+    keep = min(batch_size, max(2, (batch_size + 1) // 2), len(order))
+    return [b for b in batches if len(b) >= keep]
+
+
+def hflip_mask(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Which rows are flipped this epoch: seeded, so workers, resumes and reruns agree."""
+    return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
+
+
+def decode_resized(path: str, spec: PreprocessSpec) -> np.ndarray:
+    """One image file -> HWC uint8 at the spec's size (the geometric half of preprocessing)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(resize_pil(im, spec), dtype=np.uint8)
+    except (OSError, ValueError) as e:
+        raise DataError(f"{path}: cannot decode image ({e})") from None
+
+
+class _Decode:
+    """Map-style dataset of resized images (the workers of :meth:`ImageStore.build`)."""
+
+    def __init__(self, paths: Sequence[str], spec: PreprocessSpec):
+        self.paths, self.spec = list(paths), spec
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return decode_resized(self.paths[i], self.spec)
+
+
+class ImageStore:
+    """The resized uint8 images of a :class:`PairSet`, from an on-disk memmap cache or decoded on demand."""
+
+    def __init__(self, paths: Sequence[str], spec: PreprocessSpec, cache_dir: str | os.PathLike | None = None,
+                 use_cache: bool = True):
+        self.paths, self.spec = list(paths), training_spec(spec)
+        self.cache_path: Path | None = None
+        if use_cache:
+            folder = Path(cache_dir) if cache_dir else lugha_home() / "cache"
+            self.cache_path = folder / "images" / f"images-{self.key()}.npy"
+        self._array: np.ndarray | None = None
+
+    def key(self) -> str:
+        s = self.spec
+        h = hashlib.sha256(json.dumps([s.size, s.resize, s.crop_pct, s.interpolation, list(s.fill)]).encode())
+        for p in self.paths:
+            st = os.stat(p)
+            h.update(f"\0{os.path.abspath(p)}\0{st.st_mtime_ns}\0{st.st_size}".encode())
+        return f"{h.hexdigest()[:20]}-{s.size}"
+
+    def build(self, num_workers: int = 0, show_progress: bool = True) -> None:
+        """Fill the memmap once (decoding in ``num_workers`` processes); a no-op when it already exists.
+        Written to a temp file then renamed, so a killed build never leaves a half-filled cache."""
+        if self.cache_path is None or self.cache_path.exists():
+            return
+        import torch
+        from tqdm.auto import tqdm
+
+        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.cache_path.with_name(f"{self.cache_path.stem}.{os.getpid()}.tmp.npy")
+        s = self.spec.size
+        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.paths), s, s, 3))
+        loader = torch.utils.data.DataLoader(_Decode(self.paths, self.spec), batch_size=32, num_workers=num_workers,
+                                             collate_fn=np.stack, generator=torch.Generator())
+        row = 0
+        for block in tqdm(loader, desc=f"resizing {len(self.paths)} images", unit="batch",
+                          disable=not show_progress):
+            arr[row:row + len(block)] = block
+            row += len(block)
+        arr.flush()
+        del arr
+        os.replace(tmp, self.cache_path)
+
+    def get(self, i: int) -> np.ndarray:
+        if self.cache_path is not None and self.cache_path.exists():
+            if self._array is None:  # opened lazily, so each worker process maps the file itself
+                self._array = np.load(self.cache_path, mmap_mode="r")
+            return np.asarray(self._array[i])
+        return decode_resized(self.paths[i], self.spec)
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_array": None}
+
+
+class PixelDataset:
+    """torch map-style dataset: row index -> (normalised CHW float32 pixels, row index)."""
+
+    def __init__(self, pairs: PairSet, store: ImageStore, flip: np.ndarray | None = None):
+        self.pairs, self.store, self.flip = pairs, store, flip
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        hwc = self.store.get(int(self.pairs.image_index[i]))
+        if self.flip is not None and self.flip[i]:
+            hwc = hwc[:, ::-1]
+        return torch.from_numpy(normalize(hwc, self.store.spec)), i
+
+
+def collate(items):
+    import torch
+
+    return torch.stack([x for x, _ in items]), torch.tensor([i for _, i in items], dtype=torch.int64)
+
+
+def make_loader(dataset: PixelDataset, batches: Sequence[Sequence[int]], num_workers: int, seed: int,
+                pin_memory: bool = False):
+    """A DataLoader over precomputed batches. Its own generator keeps the global torch RNG untouched
+    (DataLoader draws a worker base seed on every iterator), so dropout streams match across resumes."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=[list(b) for b in batches], collate_fn=collate,
+                                       num_workers=num_workers, generator=g, pin_memory=pin_memory)
+
+
+class NormalisedImages:
+    """Each distinct image of a store, normalised (module level so spawned workers can pickle it)."""
+
+    def __init__(self, store: ImageStore):
+        self.store = store
+
+    def __len__(self) -> int:
+        return len(self.store.paths)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        return torch.from_numpy(normalize(self.store.get(i), self.store.spec))
+
+
+def image_batches(store: ImageStore, batch_size: int, num_workers: int = 0):
+    """Each distinct image once, normalised, in order (for feature caches and evaluation)."""
+    import torch
+
+    # its own generator: building a cache must not advance the global RNG a training run depends on
+    return torch.utils.data.DataLoader(NormalisedImages(store), batch_size=batch_size, num_workers=num_workers,
+                                       generator=torch.Generator())

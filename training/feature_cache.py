@@ -1,0 +1,125 @@
+"""Frozen-feature cache: a frozen tower's outputs are computed once per dataset and memory-mapped.
+
+When nothing in the image tower trains (projection-only or text-only LoRA), its pooled features for
+every training image never change: computing them each epoch is wasted work, and on a CPU it is nearly
+all the work. They are computed once (eval transform, no augmentation, the frozen tower in eval mode -
+exactly what the uncached path runs), stored as ``float32 [N, F]`` ``.npy`` and read back as a memmap,
+so later epochs run at the speed of the projection heads. Text features are cached the same way when
+the text tower is frozen.
+
+The key covers everything the features depend on: the model config, a digest of the frozen weights
+(random-init test towers differ per seed), the manifest's bytes and the row selection, and the
+precision they were computed in. A changed anything is a new file, never a stale hit.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+
+from lugha.paths import lugha_home
+
+from .data import ImageStore, PairSet, image_batches
+
+
+def frozen_weights_digest(model) -> str:
+    """SHA-256 over the names and bytes of every parameter and buffer that does not train."""
+    import torch
+
+    h = hashlib.sha256()
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, t in sorted(tensors, key=lambda kv: kv[0]):
+        if name in trainable:
+            continue
+        t = t.detach().cpu().contiguous()
+        if t.dtype in (torch.bfloat16, torch.float16):
+            t = t.float()
+        h.update(name.encode() + str(tuple(t.shape)).encode())
+        h.update(memoryview(t.numpy()).cast("B"))
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def eval_mode(model) -> Iterator[None]:
+    """Eval mode for the duration, then each module's own training flag back (not a blanket .train())."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        yield
+    finally:
+        for m, flag in flags.items():
+            m.training = flag
+
+
+class FeatureCache:
+    """Where cached features live: ``<cache_dir>/features/<kind>-<key>.npy`` (``LUGHA_HOME/cache`` by default)."""
+
+    def __init__(self, model, model_config_dict: dict, precision: str, cache_dir: str | os.PathLike | None = None):
+        self.folder = (Path(cache_dir) if cache_dir else lugha_home() / "cache") / "features"
+        self.model = model
+        self._base = json.dumps([model_config_dict, precision], sort_keys=True)
+        self._weights: str | None = None
+
+    def path(self, kind: str, pairs: PairSet) -> Path:
+        if self._weights is None:  # hashed once per run: ~0.5 s for e5-small's 117 M parameters
+            self._weights = frozen_weights_digest(self.model)
+        key = hashlib.sha256(f"{self._base}\0{self._weights}\0{pairs.fingerprint()}".encode()).hexdigest()[:24]
+        return self.folder / f"{kind}-{key}.npy"
+
+    def get_or_build(self, kind: str, pairs: PairSet, n: int, compute: Callable[[], Iterator[np.ndarray]],
+                     desc: str, show_progress: bool = True) -> np.ndarray:
+        """The memmap of ``kind`` for ``pairs`` (``n`` rows), computing it once with ``compute`` (an
+        iterator of row blocks in order). Written to a temp file and renamed: a killed run leaves none."""
+        path = self.path(kind, pairs)
+        if not path.exists():
+            from tqdm.auto import tqdm
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            arr, row = None, 0
+            with tqdm(total=n, desc=desc, unit="row", disable=not show_progress) as bar:
+                for block in compute():
+                    if arr is None:
+                        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, block.shape[1]))
+                    arr[row:row + len(block)] = block
+                    row += len(block)
+                    bar.update(len(block))
+            if arr is None or row != n:
+                raise RuntimeError(f"feature cache {kind}: computed {row} rows, expected {n}")
+            arr.flush()
+            del arr
+            os.replace(tmp, path)
+        return np.load(path, mmap_mode="r")
+
+
+def compute_image_features(model, store: ImageStore, batch_size: int, device, autocast, num_workers: int = 0,
+                           channels_last: bool = False) -> Iterator[np.ndarray]:
+    """Pooled image-tower features of each distinct image, in ``store.paths`` order."""
+    import torch
+
+    with eval_mode(model), torch.no_grad():
+        for pixels in image_batches(store, batch_size, num_workers):
+            pixels = pixels.to(device)
+            if channels_last:
+                pixels = pixels.contiguous(memory_format=torch.channels_last)
+            with autocast():
+                feats = model.image_features(pixels)
+            yield feats.float().cpu().numpy()
+
+
+def compute_text_features(model, tokenizer, texts: list[str], batch_size: int, device, autocast) -> Iterator[np.ndarray]:
+    """Pooled text-tower features of each text, in order."""
+    import torch
+
+    with eval_mode(model), torch.no_grad():
+        for i in range(0, len(texts), batch_size):
+            ids, mask = tokenizer(texts[i:i + batch_size])
+            with autocast():
+                feats = model.text_features(ids.to(device), mask.to(device))
+            yield feats.float().cpu().numpy()
