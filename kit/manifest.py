@@ -122,6 +122,8 @@ class BundleManifest:
     files: tuple[FileEntry, ...] = ()
     languages: tuple[str, ...] = ()
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    # lang -> labels/<lang>.npz: precomputed label/prompt embeddings (arrays ``labels``, ``embeds``)
+    label_packs: dict[str, str] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
     lugha_version: str = __version__
 

@@ -14,6 +14,7 @@ lists with their sizes and SHA-256. Check one before copying it to a device, and
 
   lugha bundle verify bundles/lite0-e5                # exit 0 when every file matches the manifest
   lugha bundle verify bundles/lite0-e5 --json         # {"ok": ..., "errors": [...]} for scripts
+  lugha bundle verify bundles/lite0-e5 --pubkey pub.pem  # + the ed25519 signature (lugha export --sign)
   lugha bundle info bundles/lite0-e5                  # graphs, languages, sizes, metrics
   lugha bundle info bundles/lite0-e5 --json           # the whole manifest as JSON
 """
@@ -26,6 +27,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                                    "(missing file, size or SHA-256 mismatch, unsafe path) and exit 1.")
     p.add_argument("bundle", help="bundle folder (or its manifest.json)")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
+    p.add_argument("--pubkey", metavar="PEM", help="also check manifest.json.sig against this ed25519 public key "
+                                                   "(bundles made with `lugha export --sign`; needs cryptography)")
     p.set_defaults(_run=run_verify)
     p = sub.add_parser("info", help="Show graphs, languages, sizes and metrics (no hashing; see verify).")
     p.add_argument("bundle", help="bundle folder (or its manifest.json)")
@@ -47,6 +50,13 @@ def run_verify(args: argparse.Namespace) -> int:
         m = read_manifest_json(args.bundle)
     except (BundleError, ConfigError) as e:
         return _fail(args, [e])
+    if getattr(args, "pubkey", None):
+        from lugha.export.signing import verify_bundle_signature  # lazy: needs the cryptography package
+
+        try:
+            verify_bundle_signature(args.bundle, args.pubkey)
+        except BundleError as e:
+            return _fail(args, [e])
     problems = verify_files(bundle_root(args.bundle), m, show_progress=not args.json)
     if problems:
         return _fail(args, problems)
@@ -55,7 +65,8 @@ def run_verify(args: argparse.Namespace) -> int:
         print_json({"ok": True, "bundle": str(args.bundle), "files": len(m.files), "bytes": m.total_bytes,
                     "seconds": round(seconds, 3), "errors": []})
     else:
-        print(f"ok: {len(m.files)} files, {_mb(m.total_bytes)} verified in {seconds:.1f}s ({args.bundle})")
+        signed = ", signature ok" if getattr(args, "pubkey", None) else ""
+        print(f"ok: {len(m.files)} files, {_mb(m.total_bytes)} verified{signed} in {seconds:.1f}s ({args.bundle})")
     return 0
 
 

@@ -1,11 +1,106 @@
-"""`lugha export`."""
-from ._common import not_available
+"""`lugha export`: a thin layer over :func:`lugha.export.pipeline.export_run` (torch imported in run() only)."""
+from __future__ import annotations
+
+import argparse
+import sys
 
 HELP = "Export a run to ONNX/TFLite, quantize, gate on parity and accuracy, pack a bundle."
+DESCRIPTION = """Export a training run (the folder `lugha train --out RUN` made) as a bundle a device can run:
+the image tower + projection and the text tower + projection (and a fusion head, if the run trained one)
+as separate graphs, quantized, each checked against PyTorch on golden samples (parity) and on the eval
+split per language (R@1 both ways, label accuracy). A language losing more than --max-drop points fails
+the export: non-zero exit, a report of every failure, and NO bundle left behind (unless --allow-drop).
+
+  lugha export runs/demo --out bundles/demo                            # ONNX fp32 + int8
+  lugha export runs/demo --out bundles/demo --formats onnx,tflite --precision fp32,fp16,int8
+  lugha export runs/demo --out bundles/small --precision int8 --trim-vocab --zip
+  lugha export runs/demo --out bundles/demo --calib-samples 256 --calib-method entropy
+  lugha export runs/demo --out bundles/demo --sign keys/publisher.pem  # ed25519 signature of the manifest
+  lugha bundle verify bundles/demo --pubkey keys/publisher.pub.pem
+
+int8: the text tower is quantized dynamically (weights, embedding table per row), the image tower
+statically (QDQ per channel) on real training images from the run's manifest. Before int8 the
+quantization advisor looks for layers known to quantize badly (SiLU + squeeze-excite as in
+EfficientNet-B0, L2 norms, softmax in heads) and, with --int8-policy keep-float (default), keeps them
+in float. TFLite graphs are static: batch 1, text at fixed sequence lengths (--seq-lengths).
+"""
 
 
-def configure(parser) -> None:
-    parser.add_argument("rest", nargs="*", help="arguments, once this command exists")
+def _csv(text: str) -> tuple[str, ...]:
+    return tuple(x.strip() for x in text.split(",") if x.strip())
 
 
-run = not_available("export", "built in the export issue")
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", metavar="RUN", help="training run folder (config.yaml, best/, last/)")
+    parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create")
+    parser.add_argument("--formats", type=_csv, default=("onnx",), help="onnx,tflite (default: onnx)")
+    parser.add_argument("--precision", type=_csv, default=("fp32", "int8"), dest="precisions",
+                        help="any of fp32,fp16,int8 (default: fp32,int8)")
+    parser.add_argument("--max-drop", type=float, default=1.0,
+                        help="largest allowed per-language drop vs fp32, in points (default 1.0)")
+    parser.add_argument("--allow-drop", action="store_true", help="write the bundle even when a language drops more")
+    parser.add_argument("--trim-vocab", action="store_true",
+                        help="keep only the token ids the training text uses (smaller embedding table)")
+    parser.add_argument("--calib-samples", type=int, default=64, metavar="N", help="training images for int8 calibration")
+    parser.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default="percentile")
+    parser.add_argument("--int8-policy", choices=("keep-float", "w8a16", "as-is"), default="keep-float",
+                        help="what to do with layers the advisor flags (default keep-float)")
+    parser.add_argument("--seq-lengths", type=lambda s: tuple(int(x) for x in _csv(s)), default=(),
+                        help="TFLite text signatures, e.g. 16,64 (default: 16 and the model's max_length)")
+    parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
+    parser.add_argument("--eval-split", default="test", help="split for the accuracy gate (falls back to val)")
+    parser.add_argument("--eval-limit", type=int, default=0, metavar="N", help="at most N eval rows per language")
+    parser.add_argument("--zip", action="store_true", help="also write BUNDLE.zip")
+    parser.add_argument("--sign", metavar="KEY", help="ed25519 private key (PEM) to sign manifest.json with")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing BUNDLE")
+    parser.add_argument("--legacy-onnx", action="store_true", help="use the TorchScript ONNX exporter, not dynamo")
+    parser.add_argument("--json", action="store_true", help="print the export report as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ._common import format_table, print_json
+
+    from lugha.export.gates import ExportGateError
+    from lugha.export.pipeline import ExportOptions, export_run
+    from lugha.export.source import load_run_source
+
+    opts = ExportOptions(formats=args.formats, precisions=args.precisions, max_drop=args.max_drop,
+                         allow_drop=args.allow_drop, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
+                         calib_method=args.calib_method, int8_policy=args.int8_policy, seq_lengths=args.seq_lengths,
+                         eval_split=args.eval_split, eval_limit=args.eval_limit, zip=args.zip, sign_key=args.sign,
+                         overwrite=args.overwrite, force_legacy_onnx=args.legacy_onnx)
+    say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
+    source = load_run_source(args.run, args.checkpoint)
+    try:
+        result = export_run(source, args.out, opts, say=say)
+    except ExportGateError as e:
+        _print_report(e.report, args, format_table, print_json, failed=True)
+        print(f"lugha export: error: {e}", file=sys.stderr)
+        return 1
+    _print_report(result.report, args, format_table, print_json)
+    if not args.json:
+        print(f"bundle: {result.bundle} ({result.report['bundle_bytes'] / 1e6:.2f} MB)"
+              + (f", zip: {result.zip}" if result.zip else "") + f"; check it: lugha bundle verify {result.bundle}")
+    return 0
+
+
+def _print_report(report: dict, args, format_table, print_json, failed: bool = False) -> None:
+    if args.json:
+        print_json({"ok": not failed, **report})
+        return
+    out = sys.stderr if failed else sys.stdout
+    if report.get("graphs"):
+        print(format_table(report["graphs"], ["key", "size_mb", "scheme"]), file=out)
+    if report.get("parity"):
+        print(file=out)
+        print(format_table(report["parity"], ["graph", "output", "max_abs", "allowed_max_abs", "min_cosine",
+                                              "required_cosine", "ok"], floatfmt="{:.4g}"), file=out)
+    worst = report.get("worst_drops") or {}
+    if worst:
+        print(file=out)
+        print(format_table([{"candidate": k, **v} for k, v in worst.items()],
+                           ["candidate", "lang", "metric", "reference", "value", "drop_points", "ok"]), file=out)
+    for line in report.get("advisor", []):
+        print(f"advisor: {line}", file=out)
+    for line in report.get("failures", []):
+        print(f"FAILED: {line}", file=out)

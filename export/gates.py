@@ -1,0 +1,138 @@
+"""The two gates an export must pass before a bundle exists.
+
+* Parity, per graph/format/precision: the exported graph on the golden inputs against PyTorch's outputs,
+  through the ONE parity helper (:mod:`lugha.parity`): names, dtypes, shapes, then max abs and cosine
+  against the graph's tolerance.
+* Accuracy, per language: R@1 image->text and text->image (and label accuracy when the data has labels)
+  on the eval split, for every format/precision against PyTorch fp32, with the trainer's own metric
+  functions (:func:`lugha.training.evaluate.evaluate_embeddings`). A language losing more than
+  ``max_drop`` points fails the export.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from lugha.errors import LughaError
+from lugha.manifest import GraphSpec
+from lugha.parity import ParityError, compare_outputs
+
+from .graph_runners import Runner, batched
+
+GATED_METRICS = ("i2t_r1", "t2i_r1", "label_acc")
+
+
+class ExportGateError(LughaError):
+    """A parity or accuracy gate failed; ``report`` holds every row so the CLI can show them all."""
+
+    def __init__(self, message: str, report: dict | None = None):
+        self.report = report or {}
+        super().__init__(message)
+
+
+@dataclass
+class ParityRow:
+    graph: str  # the GraphSpec key: name/format/precision
+    output: str
+    max_abs: float
+    min_cosine: float
+    allowed_max_abs: float
+    required_cosine: float
+    ok: bool
+    error: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def parity_gate(spec: GraphSpec, runner: Runner, inputs: dict[str, np.ndarray],
+                reference: dict[str, np.ndarray]) -> list[ParityRow]:
+    """One row per output; a name/shape/dtype mismatch is a failed row with the helper's message."""
+    tol = spec.tolerance
+    try:
+        actual = runner(inputs)
+        results = compare_outputs(reference, actual, tol, spec.key)
+    except ParityError as e:
+        return [ParityRow(spec.key, e.output, float("nan"), float("nan"), tol.max_abs, tol.min_cosine, False, str(e))]
+    except Exception as e:  # noqa: BLE001 - a graph that does not even run fails its gate, it does not crash
+        return [ParityRow(spec.key, "", float("nan"), float("nan"), tol.max_abs, tol.min_cosine, False,
+                          f"{spec.key}: could not run: {type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}")]
+    return [ParityRow(spec.key, r.output, r.max_abs, r.min_cosine, tol.max_abs, tol.min_cosine, r.ok)
+            for r in results]
+
+
+@dataclass
+class EvalData:
+    """The eval split, ready to feed graphs: distinct images preprocessed, texts and a tokenizer."""
+
+    pairs: object  # lugha.training.data.PairSet
+    pixels: np.ndarray  # [N_images, ...] in the bundle's layout, rows follow pairs.image_paths
+    encode_tokens: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
+    label_names: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def embed_eval(data: EvalData, image: Runner, text: Runner, batch_size: int = 32):
+    """(image embeddings, text embeddings, label-prompt encoder) of one candidate."""
+    img = batched(image, {"pixel_values": data.pixels}, batch_size)["image_embeds"]
+
+    def encode(texts: list[str]) -> np.ndarray:
+        parts = []
+        for i in range(0, len(texts), batch_size):
+            ids, mask = data.encode_tokens(texts[i:i + batch_size])
+            parts.append(text({"input_ids": ids, "attention_mask": mask})["text_embeds"])
+        return np.concatenate(parts)
+
+    return img, encode(list(data.pairs.texts)), encode
+
+
+def evaluate_candidate(data: EvalData, image: Runner, text: Runner) -> dict[str, dict[str, float]]:
+    """Per-language metrics (the trainer's evaluate_embeddings) of one image/text runner pair."""
+    from lugha.training.evaluate import evaluate_embeddings
+
+    img, txt, encode = embed_eval(data, image, text)
+    report = evaluate_embeddings(data.pairs, img, txt, encode, data.label_names)
+    return {lang: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+            for lang, m in report["languages"].items()}
+
+
+@dataclass
+class DropRow:
+    candidate: str  # "onnx/int8"
+    lang: str
+    metric: str
+    reference: float
+    value: float
+    drop_points: float
+    ok: bool
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
+                  max_drop: float) -> list[DropRow]:
+    """Every candidate's per-language drop (in points, 100 x fraction) on each gated metric."""
+    rows = []
+    for name, per_lang in candidates.items():
+        for lang, ref in sorted(reference.items()):
+            got = per_lang.get(lang, {})
+            for metric in GATED_METRICS:
+                if metric not in ref or metric not in got:
+                    continue
+                drop = 100.0 * (ref[metric] - got[metric])
+                rows.append(DropRow(name, lang, metric, ref[metric], got[metric], drop, drop <= max_drop + 1e-9))
+    return rows
+
+
+def summarize_failures(parity: list[ParityRow], drops: list[DropRow], max_drop: float) -> list[str]:
+    lines = [r.error or f"parity {r.graph}:{r.output}: max abs {r.max_abs:.3g} (allowed {r.allowed_max_abs:.3g}), "
+             f"cosine {r.min_cosine:.5f} (required {r.required_cosine})" for r in parity if not r.ok]
+    lines += [f"accuracy {r.candidate} [{r.lang}] {r.metric}: {100 * r.value:.1f} vs {100 * r.reference:.1f} "
+              f"fp32 = -{r.drop_points:.1f} points (max {max_drop})" for r in drops if not r.ok]
+    return lines
+
+
+__all__ = ["parity_gate", "accuracy_gate", "evaluate_candidate", "embed_eval", "summarize_failures", "EvalData",
+           "ParityRow", "DropRow", "ExportGateError", "GATED_METRICS"]

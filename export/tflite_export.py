@@ -1,0 +1,231 @@
+"""PyTorch -> TFLite (LiteRT) with litert-torch: static shapes, fp32 / fp16 / int8.
+
+* Shapes are static, batch 1 (what NNAPI/GPU delegates and microcontrollers need). The text encoder gets
+  one signature per sequence length, ``seq_<L>`` (weights are shared between signatures); the runtime
+  pads a text up to the smallest L that fits. Images and heads have one ``serving_default`` signature.
+* int8, image tower: PT2E static quantization (int8 weights per channel, int8 activations) calibrated
+  on real training images, lowered by litert-torch.
+* int8, text tower: ai-edge-quantizer dynamic int8 (``dynamic_wi8_afp32``: int8 channelwise weights,
+  activations quantized per call) on the fp32 flatbuffer.
+* fp16: ai-edge-quantizer float casting of the weights (fp16 storage, float compute), I/O float32.
+
+LiteRT has no int64 inputs on most delegates: token ids and masks are int32 in these graphs, and the
+bundle's TensorSpecs say so.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from lugha.errors import LughaError, MissingDependencyError
+from lugha.manifest import TensorSpec
+
+from .specs import ExportSpec
+
+
+class TfliteExportError(LughaError):
+    """litert-torch or ai-edge-quantizer failed on a graph."""
+
+
+@dataclass
+class TfliteExport:
+    graph: str
+    path: Path
+    precision: str
+    seconds: float
+    signatures: dict[str, list[int]] = field(default_factory=dict)  # signature -> input shape
+    quantization: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def _quiet():
+    """litert-torch prints a progress tree and TF logs; keep the user's terminal readable."""
+    old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if old is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
+
+
+def _litert_torch():
+    try:
+        import litert_torch
+    except ImportError:
+        raise MissingDependencyError("TFLite export needs litert-torch: pip install 'lugha[export]'") from None
+    return litert_torch
+
+
+def static_inputs(spec: ExportSpec, model, layout: str, seq_length: int | None = None) -> tuple[TensorSpec, ...]:
+    """The spec's inputs with batch 1 (and the sequence length), token inputs as int32."""
+    dims = {"batch": 1, **({"seq": seq_length} if seq_length else {})}
+    out = []
+    for t in spec.inputs(model, layout, static=dims):
+        out.append(TensorSpec(t.name, "int32" if t.dtype == "int64" else t.dtype, t.shape, t.layout))
+    return tuple(out)
+
+
+def _sample_kwargs(spec: ExportSpec, sample: dict[str, np.ndarray], length: int | None):
+    import torch
+
+    out = {}
+    for name in spec.input_names():
+        x = sample[name][:1]
+        if length is not None:
+            x = _fit(x, length)
+        out[name] = torch.from_numpy(np.ascontiguousarray(x))
+    return out
+
+
+def _fit(x: np.ndarray, length: int) -> np.ndarray:
+    if x.shape[1] >= length:
+        return x[:, :length]
+    return np.concatenate([x, np.zeros((x.shape[0], length - x.shape[1]), x.dtype)], axis=1)
+
+
+def convert_float(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: str | Path, layout: str = "NCHW",
+                  seq_lengths: Sequence[int] = ()) -> TfliteExport:
+    """fp32 flatbuffer: one ``seq_<L>`` signature per length for token inputs, else ``serving_default``."""
+    lt = _litert_torch()
+    module, start = spec.wrap(model, layout), time.monotonic()
+    tokens = any(n in ("input_ids", "attention_mask") for n in spec.input_names())
+    try:
+        with _quiet():
+            if tokens:
+                if not seq_lengths:
+                    raise TfliteExportError(f"{spec.name}: token inputs need at least one sequence length")
+                conv = None
+                for length in sorted(set(seq_lengths)):
+                    kw = _sample_kwargs(spec, sample, length)
+                    conv = (lt.signature if conv is None else conv.signature)(f"seq_{length}", module, sample_kwargs=kw)
+                edge = conv.convert()
+                sigs = {f"seq_{n}": [1, n] for n in sorted(set(seq_lengths))}
+            else:
+                kw = _sample_kwargs(spec, sample, None)
+                edge = lt.convert(module, sample_kwargs=kw)
+                sigs = {"serving_default": list(next(iter(kw.values())).shape)}
+            edge.export(str(path))
+    except TfliteExportError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TfliteExportError(f"{spec.name}: litert-torch conversion failed: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+    return TfliteExport(spec.name, Path(path), "fp32", time.monotonic() - start, sigs,
+                        {"scheme": "fp32 (litert-torch)"})
+
+
+def convert_image_int8_pt2e(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: str | Path,
+                            calib_batches: Sequence[np.ndarray], layout: str = "NCHW") -> TfliteExport:
+    """PT2E static int8 (per-channel weights, calibrated int8 activations) through litert-torch."""
+    import torch
+
+    lt = _litert_torch()
+    from litert_torch.quantize import pt2e_quantizer as pq
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    module, start = spec.wrap(model, layout), time.monotonic()
+    kw = _sample_kwargs(spec, sample, None)
+    name = spec.input_names()[0]
+    n_images = 0
+    try:
+        with _quiet():
+            quantizer = pq.PT2EQuantizer().set_global(pq.get_symmetric_quantization_config(is_per_channel=True))
+            graph = torch.export.export(module, (), kw).module()
+            prepared = quantize_pt2e.prepare_pt2e(graph, quantizer)
+            with torch.no_grad():
+                for batch in calib_batches:  # the graph is traced at batch 1: calibrate row by row
+                    for row in batch:
+                        prepared(**{name: torch.from_numpy(np.ascontiguousarray(row[None]))})
+                        n_images += 1
+            converted = quantize_pt2e.convert_pt2e(prepared, fold_quantize=False)
+            edge = lt.convert(converted, sample_kwargs=kw, quant_config=QuantConfig(pt2e_quantizer=quantizer))
+            edge.export(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise TfliteExportError(f"{spec.name}: PT2E int8 conversion failed: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+    return TfliteExport(spec.name, Path(path), "int8", time.monotonic() - start,
+                        {"serving_default": list(kw[name].shape)},
+                        {"scheme": "int8 static PT2E (litert-torch)", "weights": "int8 per channel, symmetric",
+                         "activations": "int8", "calibration_images": n_images})
+
+
+def quantize_flatbuffer(src: str | Path, dst: str | Path, precision: str) -> dict:
+    """ai-edge-quantizer on an fp32 flatbuffer: ``int8`` dynamic (wi8 channelwise, afp32 quantized per
+    call) or ``fp16`` (weights cast to float16)."""
+    try:
+        from ai_edge_quantizer import quantizer as aeq, recipe
+        from ai_edge_quantizer.algorithm_manager import AlgorithmName
+        from ai_edge_quantizer.qtyping import TFLOperationName
+    except ImportError:
+        raise MissingDependencyError("TFLite quantization needs ai-edge-quantizer: pip install 'lugha[export]'") from None
+    try:
+        with _quiet():
+            qt = aeq.Quantizer(str(src))
+            if precision == "int8":
+                qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+                info = {"scheme": "int8 dynamic (ai-edge-quantizer dynamic_wi8_afp32)",
+                        "weights": "int8 channelwise", "activations": "float32, quantized per call"}
+            elif precision == "fp16":
+                qt.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                          algorithm_key=AlgorithmName.FLOAT_CASTING)
+                info = {"scheme": "fp16 weights (ai-edge-quantizer float casting)", "compute": "float32"}
+            else:
+                raise TfliteExportError(f"quantize_flatbuffer: precision {precision!r} is not int8 or fp16")
+            result = qt.quantize()
+            Path(dst).unlink(missing_ok=True)
+            result.export_model(str(dst))
+    except (TfliteExportError, MissingDependencyError):
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise TfliteExportError(f"{src}: ai-edge-quantizer {precision} failed: {type(e).__name__}: "
+                                f"{str(e).splitlines()[0][:200] if str(e) else ''}") from e
+    return info
+
+
+def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.ndarray], path: str | Path,
+                  layout: str = "NCHW", seq_lengths: Sequence[int] = (),
+                  calib_batches: Sequence[np.ndarray] = ()) -> TfliteExport:
+    """One TFLite graph of ``spec`` at ``precision`` (see the module docstring for what each means)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = time.monotonic()
+    if precision == "int8" and spec.quant_scheme == "static":
+        done = convert_image_int8_pt2e(spec, model, sample, path, calib_batches, layout)
+        from .graph_runners import io_quantization
+
+        io = io_quantization(path)
+        if io:  # a full-integer graph: the runtime (de)quantizes at the boundary with these parameters
+            done.quantization["io"] = io
+            done.quantization["io_note"] = ("int8 graph tensors at the boundary: quantize float inputs and "
+                                            "dequantize outputs with each tensor's scale/zero_point (TFLite "
+                                            "full-integer convention); the logical I/O stays float32")
+        return done
+    if precision == "fp32" or (precision == "int8" and spec.quant_scheme == "none"):
+        done = convert_float(spec, model, sample, path, layout, seq_lengths)
+        if precision == "int8":
+            done.precision = "int8"
+            done.quantization = {"scheme": "none: kept float (see the advisor)"}
+        return done
+    with tempfile.TemporaryDirectory(prefix="lugha-tflite-") as tmp:
+        base = convert_float(spec, model, sample, Path(tmp) / "fp32.tflite", layout, seq_lengths)
+        info = quantize_flatbuffer(base.path, path, precision)
+    return TfliteExport(spec.name, path, precision, time.monotonic() - start, base.signatures, info)
+
+
+__all__ = ["export_tflite", "convert_float", "convert_image_int8_pt2e", "quantize_flatbuffer", "static_inputs",
+           "TfliteExport", "TfliteExportError"]
