@@ -1,0 +1,66 @@
+"""TFLite (litert-torch) conversion of the tiny towers: static batch-1 signatures, int32 tokens, int8 and
+fp16 within the spec's tolerance against PyTorch."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("litert_torch")
+pytest.importorskip("ai_edge_litert")
+pytest.importorskip("ai_edge_quantizer")
+
+from lugha.config import get_model_config  # noqa: E402
+from lugha.export.graph_runners import io_quantization, tflite_interpreter, tflite_runner  # noqa: E402
+from lugha.export.specs import SPECS, tolerance_for, torch_reference  # noqa: E402
+from lugha.export.tflite_export import export_tflite, static_inputs  # noqa: E402
+from lugha.parity import assert_parity  # noqa: E402
+
+pytestmark = pytest.mark.slow  # litert-torch conversions take several seconds each
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    from lugha.training.model import build_model, load_text_tokenizer
+
+    cfg = get_model_config("test-tiny")
+    tok = load_text_tokenizer(cfg)
+    return build_model(cfg, tok.vocab_size).eval(), tok
+
+
+def test_text_tower_signatures_per_length_and_int8(tiny, tmp_path):
+    model, tok = tiny
+    spec = SPECS["text_encoder"]
+    ids, mask = tok(["habari ya asubuhi", "ọmọ náà ń sùn lórí ibùsùn", "kare"])
+    inputs = {"input_ids": ids.numpy(), "attention_mask": mask.numpy()}
+    ref = torch_reference(spec, model, inputs)
+    sizes = {}
+    for precision in ("fp32", "int8"):
+        done = export_tflite(spec, model, precision, inputs, tmp_path / f"t.{precision}.tflite", seq_lengths=(8, 16))
+        assert done.signatures == {"seq_8": [1, 8], "seq_16": [1, 16]}
+        interp = tflite_interpreter(done.path)
+        details = interp.get_signature_runner("seq_8").get_input_details()
+        assert {d["dtype"] for d in details.values()} == {np.int32}
+        out = tflite_runner(done.path, spec, {"input_ids": tok.pad_id})(inputs)
+        assert_parity(ref, out, tolerance_for(*spec.tolerances[precision], ref), f"text/{precision}")
+        sizes[precision] = done.path.stat().st_size
+    assert sizes["int8"] < 0.5 * sizes["fp32"]
+    assert [t.dtype for t in static_inputs(spec, model, "NCHW", 16)] == ["int32", "int32"]
+
+
+def test_image_tower_pt2e_int8_and_fp16(tiny, tmp_path):
+    model, _ = tiny
+    spec = SPECS["image_encoder"]
+    g = torch.Generator().manual_seed(1)
+    pixels = torch.nn.functional.interpolate(torch.randn(8, 3, 4, 4, generator=g) * 2, size=32, mode="bilinear").numpy()
+    inputs = {"pixel_values": pixels}
+    ref = torch_reference(spec, model, inputs)
+    for precision in ("fp32", "fp16", "int8"):
+        done = export_tflite(spec, model, precision, inputs, tmp_path / f"i.{precision}.tflite",
+                             calib_batches=[pixels])
+        assert done.signatures == {"serving_default": [1, 3, 32, 32]}
+        out = tflite_runner(done.path, spec)(inputs)
+        assert_parity(ref, out, tolerance_for(*spec.tolerances[precision], ref), f"image/{precision}")
+        if precision == "int8":  # full-integer graph: the boundary's scale/zero point are recorded
+            assert done.quantization["calibration_images"] == 8
+            assert set(done.quantization.get("io", {})) == set(io_quantization(done.path))
