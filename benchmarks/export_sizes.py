@@ -161,6 +161,8 @@ def main(argv=None) -> int:
     ap.add_argument("--calib-samples", type=int, default=64)
     ap.add_argument("--formats", default="onnx")
     ap.add_argument("--skip", default="", help="comma list of studies to skip: trim,optimum,b0")
+    ap.add_argument("--languages", default="", help="comma list to evaluate, 'all' for every language "
+                                                     "(default: the run's own languages)")
     args = ap.parse_args(argv)
     from lugha.export.pipeline import ExportOptions, export_run
     from lugha.export.source import load_run_source, token_encoder, untrained_source
@@ -173,6 +175,8 @@ def main(argv=None) -> int:
         if args.manifest is None:
             ap.error("no trained run found: pass --manifest to export the untrained default model")
         source, origin = untrained_source(DEFAULT, args.manifest), f"UNTRAINED {DEFAULT} (no trained run found)"
+    if args.languages:
+        source.languages = () if args.languages == "all" else tuple(args.languages.split(","))
     manifest = args.manifest or source.manifest
     source.manifest = Path(manifest)
     print(f"source: {origin}", flush=True)

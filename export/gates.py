@@ -127,8 +127,9 @@ def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, 
 
 
 def summarize_failures(parity: list[ParityRow], drops: list[DropRow], max_drop: float) -> list[str]:
-    lines = [r.error or f"parity {r.graph}:{r.output}: max abs {r.max_abs:.3g} (allowed {r.allowed_max_abs:.3g}), "
-             f"cosine {r.min_cosine:.5f} (required {r.required_cosine})" for r in parity if not r.ok]
+    lines = [f"parity {r.error}" if r.error else f"parity {r.graph}:{r.output}: max abs {r.max_abs:.3g} (allowed "
+             f"{r.allowed_max_abs:.3g}), cosine {r.min_cosine:.5f} (required {r.required_cosine})"
+             for r in parity if not r.ok]
     lines += [f"accuracy {r.candidate} [{r.lang}] {r.metric}: {100 * r.value:.1f} vs {100 * r.reference:.1f} "
               f"fp32 = -{r.drop_points:.1f} points (max {max_drop})" for r in drops if not r.ok]
     return lines

@@ -94,7 +94,7 @@ def _print_report(report: dict, args, format_table, print_json, failed: bool = F
     if report.get("parity"):
         print(file=out)
         print(format_table(report["parity"], ["graph", "output", "max_abs", "allowed_max_abs", "min_cosine",
-                                              "required_cosine", "ok"], floatfmt="{:.4g}"), file=out)
+                                              "required_cosine", "ok"], floatfmt="{:.6g}"), file=out)
     worst = report.get("worst_drops") or {}
     if worst:
         print(file=out)
