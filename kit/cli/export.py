@@ -17,6 +17,8 @@ the export: non-zero exit, a report of every failure, and NO bundle left behind 
   lugha export runs/demo --out bundles/demo --calib-samples 256 --calib-method entropy
   lugha export runs/demo --out bundles/demo --sign keys/publisher.pem  # ed25519 signature of the manifest
   lugha bundle verify bundles/demo --pubkey keys/publisher.pub.pem
+  (keys: openssl genpkey -algorithm ed25519 -out publisher.pem
+         openssl pkey -in publisher.pem -pubout -out publisher.pub.pem)
 
 int8: the text tower is quantized dynamically (weights, embedding table per row), the image tower
 statically (QDQ per channel) on real training images from the run's manifest. Before int8 the
