@@ -5,7 +5,7 @@ from __future__ import annotations
 from html import escape
 
 PALETTE = ["#1b6ca8", "#e07a1f", "#2a9d4b", "#c0392b", "#7d4fb0", "#8c6d31", "#d6579b", "#5f6b73", "#17a2b8", "#a6a13a"]
-PREFERRED_METRICS = ("R@1", "r1", "i2t_r1", "t2i_r1", "acc", "accuracy", "top1")
+PREFERRED_METRICS = ("mean_r1", "R@1", "t2i_r1", "i2t_r1", "label_acc", "acc", "accuracy", "top1")
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -60,28 +60,31 @@ def pick_metric(metrics: dict) -> str | None:
     return names[0] if names else None
 
 
-def precision_sizes(report: dict) -> dict[str, float]:
-    """MB of the encoder graphs per precision (ONNX files when the bundle has them, else TFLite)."""
-    by: dict[tuple[str, str], float] = {}
+def candidate_sizes(report: dict) -> dict[str, float]:
+    """MB of the graphs per metrics key: ``format/precision`` (what the exporter writes) and bare
+    ``precision`` (ONNX files when the bundle has them, else TFLite). ``torch/fp32`` has no file."""
+    by: dict[str, float] = {}
     for path, size in report["sizes"].items():
         parts = path.split("/")[-1].split(".")
         if path.startswith("graphs/") and len(parts) >= 3:
-            by[(parts[-1], parts[-2])] = by.get((parts[-1], parts[-2]), 0.0) + size / 1e6
-    out: dict[str, float] = {}
-    for (fmt, prec), mb in sorted(by.items(), key=lambda kv: kv[0][0] != "onnx"):
-        out.setdefault(prec, mb)
+            key = f"{parts[-1]}/{parts[-2]}"
+            by[key] = by.get(key, 0.0) + size / 1e6
+    out = dict(by)
+    for key, mb in sorted(by.items(), key=lambda kv: not kv[0].startswith("onnx/")):
+        out.setdefault(key.split("/")[1], mb)
     return out
 
 
 def accuracy_svg(report: dict, width: int = 720, height: int = 320) -> str:
-    """Size (MB) against the manifest's accuracy metric, one series per language across precisions."""
+    """Size (MB) against the manifest's accuracy metric, one series per language across candidates
+    (format/precision), from the exporter's accuracy gate."""
     metric = pick_metric(report.get("metrics") or {})
-    sizes = precision_sizes(report)
+    sizes = candidate_sizes(report)
     points = [(lang, prec, sizes[prec], vals[metric]) for prec, by_lang in (report.get("metrics") or {}).items()
               if prec in sizes for lang, vals in by_lang.items() if metric in vals]
     if not points:
         return "<p>No accuracy metrics in the manifest (the exporter's accuracy gate writes them).</p>"
-    left, right, top, bottom = 60, 110, 30, 40
+    left, right, top, bottom = 60, 110, 40, 40
     xs, ys = [p[2] for p in points], [p[3] for p in points]
     x0, x1 = 0.0, max(xs) * 1.1 or 1.0
     y0, y1 = min(ys) - 0.05 * (max(ys) - min(ys) or 1), max(ys) + 0.05 * (max(ys) - min(ys) or 1)
@@ -89,14 +92,20 @@ def accuracy_svg(report: dict, width: int = 720, height: int = 320) -> str:
     sy = lambda v: height - bottom - (v - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
            f'aria-label="size vs accuracy">',
-           f'<text x="4" y="18" font-size="14" font-weight="bold">{escape(metric)} per language vs encoder size '
-           f'(MB) per precision</text>',
+           f'<text x="4" y="18" font-size="14" font-weight="bold">{escape(metric)} per language vs graph size '
+           f'(MB) per format/precision</text>',
            f'<line x1="{left}" x2="{width - right}" y1="{height - bottom}" y2="{height - bottom}" stroke="#999"/>',
            f'<line x1="{left}" x2="{left}" y1="{top}" y2="{height - bottom}" stroke="#999"/>']
     for k in range(5):
         xv, yv = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
         out += [f'<text x="{sx(xv):.1f}" y="{height - bottom + 16}" font-size="10" text-anchor="middle">{xv:.3g}</text>',
                 f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" font-size="10" text-anchor="end">{yv:.3g}</text>']
+    # One label per candidate, on a dashed guide, in two staggered rows: languages often share a value.
+    for i, (prec, x) in enumerate(sorted({(p[1], p[2]) for p in points}, key=lambda c: c[1])):
+        y_label = top + 4 + 12 * (i % 2)
+        out += [f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{y_label + 2}" y2="{height - bottom}" stroke="#ccc" '
+                f'stroke-dasharray="3,3"/>',
+                f'<text x="{sx(x):.1f}" y="{y_label}" font-size="10" text-anchor="middle">{escape(prec)}</text>']
     for i, lang in enumerate(sorted({p[0] for p in points})):
         colour = PALETTE[i % len(PALETTE)]
         series = sorted((p for p in points if p[0] == lang), key=lambda p: p[2])
@@ -106,7 +115,6 @@ def accuracy_svg(report: dict, width: int = 720, height: int = 320) -> str:
         for _, prec, x, y in series:
             out.append(f'<circle cx="{sx(x):.1f}" cy="{sy(y):.1f}" r="4" fill="{colour}">'
                        f'<title>{escape(lang)} {escape(prec)}: {y:.4g} at {x:.3g} MB</title></circle>')
-            out.append(f'<text x="{sx(x) + 6:.1f}" y="{sy(y) - 6:.1f}" font-size="10">{escape(prec)}</text>')
         out.append(f'<text x="{width - right + 10}" y="{top + 14 * i + 10}" font-size="12" fill="{colour}">'
                    f'{escape(lang)}</text>')
     out.append("</svg>")
@@ -156,4 +164,4 @@ bundle size {report['total_bytes'] / 1e6:.2f} MB</p>
 """
 
 
-__all__ = ["render_html", "latency_svg", "accuracy_svg", "pick_metric", "precision_sizes"]
+__all__ = ["render_html", "latency_svg", "accuracy_svg", "pick_metric", "candidate_sizes"]

@@ -53,6 +53,10 @@ def _load_model(reference: str | os.PathLike, manifest: BundleManifest, vocab_si
     if model_cfg.name != manifest.model.name:
         raise BundleError(f"{folder}: the run trained {model_cfg.name!r} but the bundle holds "
                           f"{manifest.model.name!r}")
+    # The exporter folds LoRA into the base weights; time the same plain modules, not peft's wrappers.
+    adapters = importlib.import_module("lugha.training.adapters")
+    if hasattr(adapters, "merge_adapters"):
+        adapters.merge_adapters(model)
     return model.eval()
 
 
@@ -61,9 +65,11 @@ def open_reference(reference: str | os.PathLike, manifest: BundleManifest, threa
     """Graph sessions (image_encoder, text_encoder) over the eager model, with the I/O specs and golden
     samples of the bundle's fp32 graphs (ONNX preferred), so parity and timings compare like for like."""
     torch = import_engine("torch")
+    # Threads are set after loading: random init of frozen test towers is not bitwise identical across
+    # thread counts, and the run's frozen-weights digest check would refuse the rebuilt model.
+    model = _load_model(reference, manifest, vocab_size)
     if threads:
         torch.set_num_threads(int(threads))
-    model = _load_model(reference, manifest, vocab_size)
     fns = {"image_encoder": model.encode_image, "text_encoder": model.encode_text}
     sessions = {}
     for name, fn in fns.items():
