@@ -1,0 +1,175 @@
+"""The field app's store: consent, consented uploads and judgments in one SQLite file on the Pi.
+
+WAL + ``synchronous=FULL``: a judgment is acknowledged to the phone only after its transaction is on
+disk, so pulling the Pi's power (or ``kill -9``) loses nothing that was acknowledged (a test kills a
+real server mid-write and counts). Uploaded photos are written (temp file, fsync, rename, fsync of the
+folder) *before* the row that names them. Nothing here talks to the network.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import DataError
+
+SCHEMA_VERSION = 1
+CONSENT_VERSION = 1  # bump when the consent text changes, so old consents can be told apart
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS consent (
+    session TEXT PRIMARY KEY, tester_lang TEXT NOT NULL, consent_version INTEGER NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS uploads (
+    sha256 TEXT PRIMARY KEY, file TEXT NOT NULL, width INTEGER, height INTEGER, session TEXT, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    created REAL NOT NULL,
+    session TEXT NOT NULL REFERENCES consent(session),
+    tester_lang TEXT NOT NULL,
+    mode TEXT NOT NULL CHECK (mode IN ('image', 'text')),
+    lang TEXT NOT NULL,
+    query_text TEXT,
+    query_image TEXT REFERENCES uploads(sha256),
+    result TEXT NOT NULL,
+    result_image TEXT,
+    rank INTEGER,
+    score REAL,
+    correct INTEGER CHECK (correct IN (0, 1)),
+    appropriate INTEGER CHECK (appropriate IN (0, 1)),
+    better_caption TEXT,
+    model TEXT, precision TEXT, backend TEXT, on_phone INTEGER NOT NULL DEFAULT 0);
+CREATE INDEX IF NOT EXISTS feedback_lang ON feedback (lang, mode);
+"""
+FEEDBACK_FIELDS = ("session", "tester_lang", "mode", "lang", "query_text", "query_image", "result", "result_image",
+                   "rank", "score", "correct", "appropriate", "better_caption", "model", "precision", "backend",
+                   "on_phone")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # some filesystems (and Windows) cannot open a folder; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FeedbackDB:
+    """One connection shared by the server's threads behind a lock: writes are few and small, and one
+    writer never meets ``database is locked``."""
+
+    def __init__(self, path: str | os.PathLike, uploads_dir: str | os.PathLike | None = None):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.uploads_dir = Path(uploads_dir) if uploads_dir else self.path.with_name(self.path.stem + ".uploads")
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(str(self.path), check_same_thread=False, timeout=10.0)
+            mode = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._conn.execute("PRAGMA synchronous=FULL")
+            self._conn.execute("PRAGMA foreign_keys=ON")
+            with self._conn:
+                self._conn.executescript(_SCHEMA)
+                self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        except sqlite3.DatabaseError as e:
+            raise DataError(f"{self.path}: not a feedback database ({e})") from None
+        if mode.lower() != "wal":  # e.g. a network filesystem: say so rather than silently lose durability
+            raise DataError(f"{self.path}: SQLite refused WAL mode (got {mode!r}); put the database on local disk")
+        version = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
+        if int(version) != SCHEMA_VERSION:
+            raise DataError(f"{self.path}: feedback schema {version}, this lugha reads {SCHEMA_VERSION}")
+
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike) -> "FeedbackDB":
+        """For export/report: never create an empty database by mistyping a path."""
+        if not Path(path).is_file():
+            raise DataError(f"{path}: no feedback database here (start `lugha serve --db {path}` first)")
+        return cls(path)
+
+    # -- consent -------------------------------------------------------------------------------------
+    def record_consent(self, session: str, tester_lang: str) -> None:
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR REPLACE INTO consent VALUES (?, ?, ?, ?)",
+                               (session, tester_lang, CONSENT_VERSION, time.time()))
+
+    def consent(self, session: str | None) -> str | None:
+        """The tester language a session consented with, or None (no consent: nothing may be stored)."""
+        if not session:
+            return None
+        with self._lock:
+            row = self._conn.execute("SELECT tester_lang FROM consent WHERE session=?", (session,)).fetchone()
+        return row[0] if row else None
+
+    # -- uploads ---------------------------------------------------------------------------------------
+    def save_upload(self, session: str, data: bytes, ext: str, width: int, height: int) -> str:
+        """Store a consented photo (content-addressed) and return its SHA-256."""
+        sha = hashlib.sha256(data).hexdigest()
+        name = f"{sha}.{ext}"
+        self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        final = self.uploads_dir / name
+        if not final.exists():
+            tmp = final.with_name(name + f".{threading.get_ident()}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            _fsync_dir(self.uploads_dir)
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                               (sha, name, width, height, session, time.time()))
+        return sha
+
+    def upload_path(self, sha: str) -> Path | None:
+        with self._lock:
+            row = self._conn.execute("SELECT file FROM uploads WHERE sha256=?", (sha,)).fetchone()
+        return self.uploads_dir / row[0] if row else None
+
+    # -- judgments -------------------------------------------------------------------------------------
+    def add_feedback(self, **fields: Any) -> int:
+        """Insert one judgment; returns its id once it is durable (the acknowledgement)."""
+        unknown = sorted(set(fields) - set(FEEDBACK_FIELDS))
+        if unknown:
+            raise DataError(f"feedback: unknown field(s) {unknown}")
+        cols = ["created", *fields]
+        values = [time.time(), *fields.values()]
+        sql = f"INSERT INTO feedback ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+        try:
+            with self._lock, self._conn:
+                return int(self._conn.execute(sql, values).lastrowid)
+        except sqlite3.IntegrityError as e:
+            raise DataError(f"feedback: rejected by the database ({e})") from None
+
+    def feedback_rows(self) -> Iterator[dict[str, Any]]:
+        with self._lock:
+            cur = self._conn.execute("SELECT * FROM feedback ORDER BY id")
+            names = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+        for row in rows:
+            yield dict(zip(names, row))
+
+    def counts(self) -> dict[str, int]:
+        with self._lock:
+            q = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731
+            return {"feedback": q("SELECT COUNT(*) FROM feedback"), "consents": q("SELECT COUNT(*) FROM consent"),
+                    "uploads": q("SELECT COUNT(*) FROM uploads")}
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> "FeedbackDB":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+__all__ = ["FeedbackDB", "FEEDBACK_FIELDS", "SCHEMA_VERSION", "CONSENT_VERSION"]

@@ -1,0 +1,231 @@
+"""The model side of the field app: one opened bundle, the gallery index, and what the phone needs to
+run the image encoder itself (graph, pre-processing spec, label packs, golden samples).
+
+Inference runs under one lock: a Pi has four cores and ONNX Runtime already uses them inside one call;
+two calls at once would only fight over them (and double the memory peak).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+from ..manifest import GraphSpec, resolve_in_bundle
+from ..paths import lugha_home
+from ..progress import progress
+from .bundle import Bundle, open_bundle
+from .index import EmbeddingIndex
+
+GALLERY_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+THUMB_SIDE = 480  # enough for a phone's result grid, ~30 KB per JPEG over a slow hotspot
+
+
+def _b64(array: np.ndarray) -> dict:
+    a = np.ascontiguousarray(array, dtype=np.float32)
+    return {"shape": list(a.shape), "dtype": "float32", "data": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+@dataclass
+class GalleryItem:
+    id: int
+    name: str  # path relative to the gallery folder, '/' separated
+    path: Path
+
+
+def list_gallery(folder: Path) -> list[GalleryItem]:
+    """Images under ``folder`` (sorted, hidden files skipped, symlinks out of the folder refused)."""
+    root = folder.resolve()
+    names = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for f in sorted(filenames):
+            if f.startswith(".") or not f.lower().endswith(GALLERY_SUFFIXES):
+                continue
+            real = Path(dirpath, f).resolve()
+            if root in real.parents:
+                names.append(Path(dirpath, f).relative_to(root).as_posix())
+    return [GalleryItem(i, n, root / n) for i, n in enumerate(sorted(names))]
+
+
+class FieldEngine:
+    """A bundle plus a gallery, behind the calls the HTTP layer makes."""
+
+    def __init__(self, bundle: str | os.PathLike | Bundle, backend: str = "auto", precision: str = "auto",
+                 threads: int | None = None, gallery: str | os.PathLike | None = None,
+                 cache_dir: str | os.PathLike | None = None, k: int = 5):
+        self.bundle = bundle if isinstance(bundle, Bundle) else open_bundle(bundle, backend, precision, threads)
+        self.k = k
+        self.lock = threading.Lock()
+        self.cache_dir = Path(cache_dir) if cache_dir else lugha_home() / "serve-cache"
+        self.gallery: list[GalleryItem] = []
+        self.gallery_index: EmbeddingIndex | None = None
+        self.skipped: list[str] = []
+        if gallery is not None:
+            self.index_gallery(Path(gallery))
+        self.phone_graph = self._phone_graph()
+        self._thumbs: dict[int, bytes] = {}
+
+    # -- languages -------------------------------------------------------------------------------------
+    @property
+    def languages(self) -> list[str]:
+        return self.bundle.label_languages() or list(self.bundle.manifest.languages)
+
+    def check_lang(self, lang: str) -> str:
+        if lang not in self.languages:
+            raise DataError(f"language {lang!r} is not in this bundle; it has: {', '.join(self.languages)}")
+        return lang
+
+    # -- image -> labels, text -> images ---------------------------------------------------------------
+    def embed_image(self, image) -> np.ndarray:
+        with self.lock:
+            return self.bundle.embed_image([image])[0]
+
+    def labels_for(self, embedding: np.ndarray, lang: str, k: int | None = None) -> list[dict]:
+        labels, embeds = self.bundle.label_pack(self.check_lang(lang))
+        scores = embeds @ embedding
+        order = np.argsort(-scores, kind="stable")[: k or self.k]
+        return [{"rank": r + 1, "label": labels[i], "score": round(float(scores[i]), 5)} for r, i in enumerate(order)]
+
+    def search_text(self, text: str, lang: str, k: int | None = None) -> list[dict]:
+        self.check_lang(lang)
+        if self.gallery_index is None or not len(self.gallery_index):
+            raise DataError("no gallery: start `lugha serve` with --gallery DIR to search images by text")
+        with self.lock:
+            query = self.bundle.embed_text([text], lang)
+        scores, ids = self.gallery_index.search(query, k or self.k)
+        return [{"rank": r + 1, "id": int(i), "name": self.gallery[int(i)].name, "score": round(float(s), 5),
+                 "url": f"/gallery/{int(i)}"} for r, (s, i) in enumerate(zip(scores[0], ids[0]))]
+
+    # -- gallery ---------------------------------------------------------------------------------------
+    def _gallery_key(self, items: list[GalleryItem]) -> str:
+        g = self.bundle.graphs.get("image_encoder")
+        h = hashlib.sha256()
+        h.update(json.dumps([self.bundle.backend, self.bundle.precision, g.file if g else "",
+                             self.bundle.manifest.file(g.file).sha256 if g else ""]).encode())
+        for it in items:
+            st = it.path.stat()
+            h.update(f"{it.name}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        return h.hexdigest()[:20]
+
+    def index_gallery(self, folder: Path) -> None:
+        """Embed every gallery image once; the index is cached on disk under a key of the image graph and
+        the files' names, sizes and times, so a restart of the Pi costs a file read, not a re-embedding."""
+        from .serve_security import RequestRejected, decode_upload
+
+        if not folder.is_dir():
+            raise DataError(f"--gallery {folder}: not a folder")
+        items = list_gallery(folder)
+        cache = self.cache_dir / f"gallery-{self._gallery_key(items)}.npz"
+        if cache.is_file():
+            index = EmbeddingIndex.load(cache)
+            keep = {str(i) for i in index.ids}
+            self.gallery = [it for it in items if str(it.id) in keep]
+            self.gallery_index = index
+            return
+        good, vectors = [], []
+        for it in progress(items, desc="indexing gallery"):
+            try:  # the same checks as a phone upload: a gallery file is untrusted input too
+                image, _ = decode_upload(it.path.read_bytes())
+            except RequestRejected as e:
+                self.skipped.append(f"{it.name}: {e}")
+                continue
+            with self.lock:
+                vectors.append(self.bundle.embed_image([image])[0])
+            good.append(it)
+        self.gallery = good
+        dim = vectors[0].shape[0] if vectors else 1
+        self.gallery_index = EmbeddingIndex.from_embeddings(np.stack(vectors) if vectors else np.zeros((0, dim)),
+                                                            ids=np.array([it.id for it in good], np.int64))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_name(cache.name + ".tmp")
+        self.gallery_index.save(tmp)
+        os.replace(tmp, cache)
+
+    def gallery_item(self, item_id: int) -> GalleryItem | None:
+        return next((it for it in self.gallery if it.id == item_id), None)
+
+    def thumbnail(self, item_id: int) -> bytes | None:
+        """A small JPEG of a gallery image (phones on a hotspot should not pull 5 MB originals)."""
+        item = self.gallery_item(item_id)
+        if item is None:
+            return None
+        if item_id not in self._thumbs:
+            from PIL import Image
+
+            from ..preprocess import to_rgb
+
+            with Image.open(item.path) as im:
+                im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+                buf = io.BytesIO()
+                to_rgb(im).save(buf, format="JPEG", quality=85)
+            if len(self._thumbs) < 2048:
+                self._thumbs[item_id] = buf.getvalue()
+            return buf.getvalue()
+        return self._thumbs[item_id]
+
+    # -- on-phone mode ---------------------------------------------------------------------------------
+    def _phone_graph(self) -> GraphSpec | None:
+        """The ONNX image encoder a phone should fetch: int8 when the bundle has it (smallest)."""
+        onnx = [g for g in self.bundle.manifest.graphs if g.name == "image_encoder" and g.format == "onnx"]
+        for precision in ("int8", "fp32", "fp16"):
+            for g in onnx:
+                if g.precision == precision:
+                    return g
+        return None
+
+    def phone_files(self) -> dict[str, Path]:
+        """Bundle paths a phone may download (the allowlist for /bundle/...)."""
+        if self.phone_graph is None:
+            return {}
+        return {self.phone_graph.file: resolve_in_bundle(self.bundle.root, self.phone_graph.file)}
+
+    def phone_info(self) -> dict:
+        g = self.phone_graph
+        if g is None:
+            return {"available": False, "reason": "this bundle has no ONNX image encoder"}
+        entry = self.bundle.manifest.file(g.file)
+        pre = self.bundle.manifest.preprocess
+        shape = next(t.shape for t in g.inputs if t.name == "pixel_values")
+        layout = next(t.layout for t in g.inputs if t.name == "pixel_values") or pre.layout
+        return {"available": True, "graph": {"url": f"/bundle/{g.file}", "bytes": entry.size, "sha256": entry.sha256,
+                                             "precision": g.precision, "key": g.key, "input_shape": list(shape),
+                                             "layout": layout},
+                "preprocess": {"size": pre.size, "resize": pre.resize, "crop_pct": pre.crop_pct,
+                               "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
+                               "layout": pre.layout, "dtype": pre.dtype, "fill": list(pre.fill)},
+                "labels": {lang: f"/api/labels/{lang}" for lang in self.bundle.label_languages()},
+                "tolerance": {"max_abs": g.tolerance.max_abs, "min_cosine": g.tolerance.min_cosine}}
+
+    def label_pack_json(self, lang: str) -> dict:
+        labels, embeds = self.bundle.label_pack(self.check_lang(lang))
+        return {"lang": lang, "labels": labels, "embeds": _b64(embeds)}
+
+    def golden_json(self) -> dict:
+        """The phone graph's golden inputs and outputs (PyTorch's), for the on-phone parity check."""
+        g = self.phone_graph
+        if g is None or g.golden is None:
+            raise DataError("this bundle has no golden samples for its ONNX image encoder")
+        with np.load(resolve_in_bundle(self.bundle.root, g.golden.inputs), allow_pickle=False) as z:
+            ins = {k: _b64(z[k]) for k in z.files}
+        with np.load(resolve_in_bundle(self.bundle.root, g.golden.outputs), allow_pickle=False) as z:
+            outs = {k: _b64(z[k]) for k in z.files}
+        tol = g.tolerance
+        return {"graph": g.key, "inputs": ins, "outputs": outs,
+                "tolerance": {"max_abs": tol.max_abs, "min_cosine": tol.min_cosine}}
+
+    def describe(self) -> dict:
+        m = self.bundle.manifest
+        return {"model": m.model.name, "backend": self.bundle.backend, "precision": self.bundle.precision,
+                "languages": self.languages, "gallery_size": len(self.gallery), "k": self.k,
+                "gallery_skipped": len(self.skipped)}
+
+
+__all__ = ["FieldEngine", "GalleryItem", "list_gallery", "GALLERY_SUFFIXES"]

@@ -1,0 +1,354 @@
+"""The field app's request handler: routing, the checks every request passes (Host, path, rate limit;
+same-origin + CSRF for POSTs), static files from the allowlist, and the JSON API. State lives on the
+server's :class:`lugha.runtimes.serve_app.FieldApp`; the routes are listed in serve_app's docstring."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sys
+import unicodedata
+from http.cookies import SimpleCookie
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from ..errors import DataError
+from .serve_security import (CsrfGuard, RequestRejected, check_request_type, check_same_origin, decode_upload,
+                             host_allowed, reencode)
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .serve_app import FieldApp
+
+COOKIE = "lugha_sid"
+MAX_JSON = 64 * 1024
+MAX_CAPTION = 500
+_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+          ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+          ".json": "application/json; charset=utf-8", ".wasm": "application/wasm", ".png": "image/png",
+          ".svg": "image/svg+xml", ".webmanifest": "application/manifest+json", ".txt": "text/plain; charset=utf-8"}
+# 'wasm-unsafe-eval' lets onnxruntime-web compile its WebAssembly; nothing else is relaxed.
+CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' blob: data:; "
+       "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
+       "form-action 'self'")
+_SID = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
+_SHA = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _bool(value, field: str) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    raise RequestRejected(400, f"{field}: expected true, false or null")
+
+
+def _text(value, field: str, limit: int, required: bool = False) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip() and not required):
+        if required:
+            raise RequestRejected(400, f"{field}: required")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise RequestRejected(400, f"{field}: expected non-empty text")
+    value = unicodedata.normalize("NFC", value.strip())  # one spelling of each accented letter in the data
+    if len(value) > limit or any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise RequestRejected(400, f"{field}: at most {limit} characters, no control characters")
+    return value
+
+
+class FieldHandler(BaseHTTPRequestHandler):
+    server_version = "lugha-serve"
+    protocol_version = "HTTP/1.1"  # keep-alive: a phone reuses one connection over a slow hotspot
+
+    @property
+    def app(self) -> "FieldApp":
+        return self.server.app  # type: ignore[attr-defined]
+
+    # -- plumbing ------------------------------------------------------------------------------------
+    def log_message(self, fmt, *args) -> None:
+        if not self.app.quiet:
+            sys.stderr.write(f"[serve] {self.client_address[0]} {fmt % args}\n")
+
+    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Content-Type-Options", "nosniff")
+        self.send_header("Referrer-Policy", "same-origin")
+        self.send_header("X-Frame-Options", "DENY")
+        self.send_header("Content-Security-Policy", CSP)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, obj, status: int = 200, headers: dict | None = None) -> None:
+        body = json.dumps(obj, ensure_ascii=False).encode()
+        self._send(status, body, "application/json; charset=utf-8", {"Cache-Control": "no-store", **(headers or {})})
+
+    def _error(self, status: int, message: str, headers: dict | None = None) -> None:
+        self._json({"error": message}, status, headers)
+
+    def _client(self) -> str:
+        return self.client_address[0]
+
+    def _session(self) -> str | None:
+        raw = self.headers.get("Cookie")
+        if not raw:
+            return None
+        try:
+            morsel = SimpleCookie(raw).get(COOKIE)
+        except Exception:  # a malformed Cookie header is the client's problem, not a 500
+            return None
+        return morsel.value if morsel and _SID.match(morsel.value) else None
+
+    def _body(self, limit: int) -> bytes:
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            raise RequestRejected(411, "Content-Length required")
+        if int(length) > limit:
+            self.close_connection = True  # do not read (or wait for) an oversized body
+            raise RequestRejected(413, f"request body is {int(length)} bytes; the limit is {limit}")
+        return self.rfile.read(int(length))
+
+    def _json_body(self) -> dict:
+        ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            raise RequestRejected(415, f"Content-Type {ctype or '(none)'!r}: expected application/json")
+        try:
+            data = json.loads(self._body(MAX_JSON).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise RequestRejected(400, f"body is not JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise RequestRejected(400, "body must be a JSON object")
+        return data
+
+    # -- dispatch ------------------------------------------------------------------------------------
+    def do_GET(self) -> None:
+        self._dispatch(GET_ROUTES)
+
+    def do_HEAD(self) -> None:
+        self._dispatch(GET_ROUTES)
+
+    def do_POST(self) -> None:
+        self._dispatch(POST_ROUTES, post=True)
+
+    def _dispatch(self, routes, post: bool = False) -> None:
+        app = self.app
+        try:
+            if not host_allowed(self.headers.get("Host"), self.server.server_address[0],  # type: ignore
+                                self.server.server_address[1], app.allowed_hosts):  # type: ignore
+                raise RequestRejected(421, f"Host {self.headers.get('Host')!r} is not this server; "
+                                           "use the address it was started on (or --allow-host)")
+            url = urlsplit(self.path)
+            path = url.path
+            if "\x00" in unquote(path) or ".." in unquote(path).split("/"):
+                raise RequestRejected(404, "not found")
+            limited = path.startswith(("/api/", "/gallery/", "/bundle/"))
+            if limited:
+                wait = app.limiter.allow(self._client())
+                if wait:
+                    raise RequestRejected(429, f"too many requests; retry in {wait:.1f} s")
+            if post:
+                check_same_origin(self.headers, self.headers.get("Host", ""), app.scheme)
+                app.csrf.check(self._session(), self.headers.get("X-CSRF-Token"))
+            for pattern, handler in routes:
+                m = pattern.fullmatch(path)
+                if m:
+                    return handler(self, parse_qs(url.query), *m.groups())
+            if post:
+                raise RequestRejected(404, f"no POST route {path}")
+            return self._static(path)
+        except RequestRejected as e:
+            headers = {"Retry-After": "1"} if e.status == 429 else None
+            return self._error(e.status, str(e), headers)
+        except DataError as e:
+            return self._error(400, str(e))
+        except (BrokenPipeError, ConnectionResetError):
+            self.close_connection = True
+        except Exception as e:  # never a traceback to the phone; the operator sees it on the terminal
+            sys.stderr.write(f"[serve] error on {self.command} {self.path}: {type(e).__name__}: {e}\n")
+            return self._error(500, "internal error (see the server's terminal)")
+
+    def _static(self, path: str) -> None:
+        app = self.app
+        aliases = {"/": "/static/index.html", "/admin": "/static/admin.html", "/sw.js": "/static/sw.js",
+                   "/manifest.webmanifest": "/static/manifest.webmanifest"}
+        file = app.files.get(aliases.get(path, path))
+        if file is None:
+            raise RequestRejected(404, "not found")
+        body = file.read_bytes()
+        headers = {"Cache-Control": "no-cache"}
+        if path == "/sw.js":
+            body = body.replace(b"__ASSET_VERSION__", app.version.encode())
+            headers["Service-Worker-Allowed"] = "/"
+        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        headers["ETag"] = etag
+        if self.headers.get("If-None-Match") == etag:
+            self.send_response(304)
+            self.send_header("ETag", etag)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self._send(200, body, _TYPES.get(file.suffix, "application/octet-stream"), headers)
+
+    # -- GET routes ----------------------------------------------------------------------------------
+    def get_config(self, query) -> None:
+        sid = self._session()
+        headers = {}
+        if sid is None:
+            sid = CsrfGuard.new_session_id()
+            secure = "; Secure" if self.app.scheme == "https" else ""
+            headers["Set-Cookie"] = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000{secure}"
+        data = self.app.config(self.app.db.consent(sid))
+        data["csrf"] = self.app.csrf.token(sid)
+        self._json(data, headers=headers)
+
+    def get_labels(self, query, lang: str) -> None:
+        self._json(self.app.engine.label_pack_json(lang))
+
+    def get_golden(self, query) -> None:
+        self._json(self.app.engine.golden_json())
+
+    def get_gallery(self, query, item: str) -> None:
+        body = self.app.engine.thumbnail(int(item))
+        if body is None:
+            raise RequestRejected(404, "no such gallery image")
+        self._send(200, body, "image/jpeg", {"Cache-Control": "max-age=86400"})
+
+    def get_bundle(self, query, rel: str) -> None:
+        allowed = self.app.engine.phone_files()
+        if rel not in allowed:  # only the graphs a phone needs, never an arbitrary bundle path
+            raise RequestRejected(404, "not found")
+        entry = self.app.engine.bundle.manifest.file(rel)
+        etag = f'"{entry.sha256}"'
+        if self.headers.get("If-None-Match") == etag:
+            return self._send(304, b"", "application/octet-stream", {"ETag": etag})
+        self._send(200, allowed[rel].read_bytes(), "application/octet-stream",
+                   {"ETag": etag, "Cache-Control": "no-cache"})
+
+    # -- POST routes ---------------------------------------------------------------------------------
+    def _consented(self) -> tuple[str, str]:
+        sid = self._session()
+        lang = self.app.db.consent(sid)
+        if lang is None:
+            raise RequestRejected(403, "consent first: nothing is stored without the tester's consent")
+        return sid, lang  # type: ignore[return-value]
+
+    def post_consent(self, query) -> None:
+        from ..data.langcodes import normalize_lang
+
+        data = self._json_body()
+        if data.get("agree") is not True:
+            raise RequestRejected(400, "agree: must be true to record consent")
+        tester_lang = normalize_lang(_text(data.get("tester_lang"), "tester_lang", 35, required=True), "tester_lang")
+        self.app.db.record_consent(self._session(), tester_lang)  # type: ignore[arg-type]
+        self._json({"consent": tester_lang})
+
+    def _upload(self, query):
+        check_request_type(self.headers.get("Content-Type"))
+        data = self._body(self.app.policy.max_bytes)
+        image, fmt = decode_upload(data, self.app.policy)
+        return data, image, fmt
+
+    def _store(self, image, fmt: str) -> str | None:
+        sid = self._session()
+        if self.app.db.consent(sid) is None:
+            return None
+        stored, ext = reencode(image, fmt)
+        return self.app.db.save_upload(sid, stored, ext, image.width, image.height)  # type: ignore[arg-type]
+
+    def post_image(self, query) -> None:
+        lang = self.app.engine.check_lang((query.get("lang") or [""])[0])
+        k_text = (query.get("k") or ["0"])[0] or "0"
+        if not k_text.isdigit():
+            raise RequestRejected(400, f"k: expected a whole number, got {k_text[:20]!r}")
+        k = min(int(k_text), 50) or None
+        _, image, fmt = self._upload(query)
+        emb = self.app.engine.embed_image(image)
+        out = {"results": self.app.engine.labels_for(emb, lang, k), "lang": lang, "query_id": self._store(image, fmt),
+               "size": [image.width, image.height]}
+        if (query.get("embed") or ["0"])[0] == "1":
+            out["embedding"] = [float(x) for x in emb]
+        self._json(out)
+
+    def post_upload(self, query) -> None:
+        """Store a photo the phone classified itself, so its judgments can point at it."""
+        self._consented()
+        _, image, fmt = self._upload(query)
+        self._json({"query_id": self._store(image, fmt)})
+
+    def post_text(self, query) -> None:
+        data = self._json_body()
+        text = _text(data.get("text"), "text", MAX_CAPTION, required=True)
+        lang = self.app.engine.check_lang(str(data.get("lang", "")))
+        k = data.get("k")
+        k = min(max(k, 1), 50) if isinstance(k, int) and not isinstance(k, bool) else None
+        self._json({"results": self.app.engine.search_text(text, lang, k), "lang": lang})  # type: ignore[arg-type]
+
+    def post_feedback(self, query) -> None:
+        sid, tester_lang = self._consented()
+        data = self._json_body()
+        engine = self.app.engine
+        mode = data.get("mode")
+        lang = engine.check_lang(str(data.get("lang", "")))
+        row = {"session": sid, "tester_lang": tester_lang, "mode": mode, "lang": lang,
+               "correct": _bool(data.get("correct"), "correct"), "appropriate": _bool(data.get("appropriate"),
+                                                                                       "appropriate"),
+               "better_caption": _text(data.get("better_caption"), "better_caption", MAX_CAPTION),
+               "on_phone": int(data.get("on_phone") is True), "model": engine.bundle.manifest.model.name,
+               "precision": engine.bundle.precision, "backend": engine.bundle.backend}
+        if row["correct"] is None and row["appropriate"] is None and row["better_caption"] is None:
+            raise RequestRejected(400, "feedback: give a judgment (correct, appropriate) or a better caption")
+        rank, score = data.get("rank"), data.get("score")
+        row["rank"] = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 100 else None
+        row["score"] = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
+        if mode == "image":
+            qid = data.get("query_id")
+            if not isinstance(qid, str) or not _SHA.match(qid) or self.app.db.upload_path(qid) is None:
+                raise RequestRejected(400, "query_id: not a stored photo (upload it with consent first)")
+            label = _text(data.get("result"), "result", 200, required=True)
+            if label not in engine.bundle.label_pack(lang)[0]:
+                raise RequestRejected(400, f"result: {label!r} is not a {lang} label of this bundle")
+            row.update(query_image=qid, result=label)
+        elif mode == "text":
+            row["query_text"] = _text(data.get("query_text"), "query_text", MAX_CAPTION, required=True)
+            item = data.get("result")
+            found = engine.gallery_item(item) if isinstance(item, int) and not isinstance(item, bool) else None
+            if found is None:
+                raise RequestRejected(400, "result: not a gallery image id")
+            row.update(result=found.name, result_image=str(found.path))
+        else:
+            raise RequestRejected(400, "mode: expected 'image' or 'text'")
+        self._json({"id": self.app.db.add_feedback(**row)})
+
+    def _admin(self) -> None:
+        self.app.pin.check(self._client(), self.headers.get("X-Lugha-Pin"))
+
+    def post_admin_stats(self, query) -> None:
+        self._admin()
+        from .serve_feedback import feedback_report
+
+        report = feedback_report(self.app.db, self.app.engine.bundle.manifest, self.app.engine.bundle.precision)
+        self._json({"counts": self.app.db.counts(), "report": report})
+
+    def post_admin_rows(self, query) -> None:
+        self._admin()
+        body = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.app.db.feedback_rows()).encode()
+        self._send(200, body, "application/x-ndjson; charset=utf-8",
+                   {"Content-Disposition": 'attachment; filename="feedback.jsonl"', "Cache-Control": "no-store"})
+
+
+GET_ROUTES = [(re.compile(p), f) for p, f in (
+    (r"/api/config", FieldHandler.get_config), (r"/api/labels/([A-Za-z0-9-]{1,35})", FieldHandler.get_labels),
+    (r"/api/golden", FieldHandler.get_golden), (r"/gallery/([0-9]{1,9})", FieldHandler.get_gallery),
+    (r"/bundle/([A-Za-z0-9_./-]{1,200})", FieldHandler.get_bundle))]
+POST_ROUTES = [(re.compile(p), f) for p, f in (
+    (r"/api/consent", FieldHandler.post_consent), (r"/api/image", FieldHandler.post_image),
+    (r"/api/upload", FieldHandler.post_upload), (r"/api/text", FieldHandler.post_text),
+    (r"/api/feedback", FieldHandler.post_feedback), (r"/api/admin/stats", FieldHandler.post_admin_stats),
+    (r"/api/admin/feedback\.jsonl", FieldHandler.post_admin_rows))]
+
+
+__all__ = ["FieldHandler", "GET_ROUTES", "POST_ROUTES", "CSP", "COOKIE"]
