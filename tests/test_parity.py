@@ -65,3 +65,12 @@ def test_check_tensors_resolves_dynamic_dims_consistently():
     with pytest.raises(ShapeMismatchError):
         check_tensors({"pixels": np.zeros((1, 3, 8, 8), np.float32)},
                       [TensorSpec("pixels", "float32", ("batch", 3, 16, 16))], "image_encoder")
+
+
+def test_all_zero_output_against_real_one_has_cosine_zero():
+    """A backend that silently returns zeros (seen with tflite-runtime on int8 text graphs) must fail."""
+    x = np.ones((2, 4), np.float32)
+    res = compare_outputs({"e": x}, {"e": np.zeros_like(x)}, Tolerance(max_abs=10.0, min_cosine=0.5), "g")
+    assert res[0].min_cosine == 0.0 and not res[0].ok
+    both = compare_outputs({"e": np.zeros_like(x)}, {"e": np.zeros_like(x)}, TOL, "g")
+    assert both[0].min_cosine == 1.0 and both[0].ok
