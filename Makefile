@@ -12,3 +12,12 @@ test: setup
 
 test-fast: setup
 	.venv/bin/python -m pytest -q -m "not slow"
+
+# ARM (aarch64) without hardware: qemu-user + an unpacked arm64 Debian python + aarch64 wheels.
+# Parity only (emulation is ~240x slower). LUGHA_ARM_BUNDLE=path also runs device_tests on that bundle.
+.PHONY: arm-env arm-test
+arm-env:
+	bash scripts/arm_env.sh
+
+arm-test: setup arm-env
+	.venv/bin/python -m pytest -q tests/test_arm_emulation.py
