@@ -55,6 +55,9 @@ class FieldApp:
             "https" if tls else "http", quiet
         self.files = static_files()
         self.version = asset_version(self.files)
+        # the phone's model cache is keyed by app *and* bundle: a new bundle's graph and labels are fetched anew
+        manifest_hash = hashlib.sha256((engine.bundle.root / "manifest.json").read_bytes()).hexdigest()[:12]
+        self.model_cache = f"lugha-model-{self.version}-{manifest_hash}"
         self.vendor_ok = all(f"/static/vendor/{n}" in self.files for n in VENDOR_FILES)
         self.ui_languages = sorted(p.stem for p in (STATIC / "i18n").glob("*.json"))
 
@@ -67,7 +70,7 @@ class FieldApp:
             except LughaError:
                 return code
 
-        phone = self.engine.phone_info()
+        phone = {**self.engine.phone_info(), "cache": self.model_cache}
         if phone.get("available") and not self.vendor_ok:
             phone = {"available": False, "reason": "onnxruntime-web is not vendored: run scripts/vendor_web.sh"}
         return {"engine": self.engine.describe(), "languages": [{"code": c, "name": name(c)}

@@ -13,7 +13,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import DataError
+from ..errors import LughaError
 from .serve_security import (CsrfGuard, RequestRejected, check_request_type, check_same_origin, decode_upload,
                              host_allowed, reencode)
 
@@ -163,7 +163,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         except RequestRejected as e:
             headers = {"Retry-After": "1"} if e.status == 429 else None
             return self._error(e.status, str(e), headers)
-        except DataError as e:
+        except LughaError as e:  # a bad language, no gallery, no label pack...: the request's fault, said plainly
             return self._error(400, str(e))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True

@@ -157,6 +157,27 @@ def test_photo_text_and_feedback_round_trip(server):
     assert row["result"] == top["name"] and Path(row["result_image"]).is_file()
 
 
+def test_on_phone_photo_upload_needs_consent(server):
+    base, app = server
+    c = Client(base)
+    cfg = c.start()
+    assert cfg["phone"]["cache"].startswith("lugha-model-") and cfg["phone"]["graph"]["url"].startswith("/bundle/")
+    status, body, _ = c.request("POST", "/api/upload", photo(seed=4), {"Content-Type": "image/png"})
+    assert status == 403 and b"consent" in body
+    c.json("POST", "/api/consent", {"agree": True, "tester_lang": "ha"})
+    status, body, _ = c.request("POST", "/api/upload", photo(seed=4), {"Content-Type": "image/png"})
+    qid = json.loads(body)["query_id"]
+    assert status == 200 and app.db.upload_path(qid).is_file()
+    stored = Image.open(app.db.upload_path(qid))
+    assert stored.size == (37, 23) and not stored.getexif()  # metadata stripped
+    status, out = c.json("POST", "/api/feedback", {"mode": "image", "lang": "en", "query_id": qid, "result": "dog",
+                                                   "correct": True, "on_phone": True})
+    row = next(r for r in app.db.feedback_rows() if r["id"] == out["id"])
+    assert row["on_phone"] == 1 and row["tester_lang"] == "ha"
+    status, out = c.json("POST", "/api/text", {"text": "cat", "lang": "yo"})
+    assert status == 400 and "yo" in out["error"]
+
+
 def test_feedback_fields_are_checked(server):
     base, app = server
     c = Client(base)
@@ -340,3 +361,18 @@ def test_security_units():
     assert not host_allowed("192.168.4.1:9999", "192.168.4.1", 8080)
     assert host_allowed("[::1]:8080", "::1", 8080) and host_allowed("pi.local:80", "0.0.0.0", 80, ("pi.local",))
     assert not host_allowed("evil.example:80", "0.0.0.0", 80) and not host_allowed(None, "127.0.0.1", 80)
+
+
+def test_loadtest_script_is_bounded_and_loopback_only(field_bundle, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("loadtest", Path(__file__).parents[1] / "scripts" / "loadtest.py")
+    loadtest = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(loadtest)
+    with running_server(field_bundle, tmp_path, make_gallery(tmp_path / "g"), rate=0) as (base, _):
+        report = loadtest.run_load(base, clients=4, requests=24, time_cap=60, lang="sw", timeout=30)
+    assert report["ok"] == 24 and report["errors"] == 0 and not report["capped"], report["error_kinds"]
+    assert set(report["endpoints"]) == set(loadtest.MIX) and report["all"]["p99_ms"] >= report["all"]["p50_ms"] > 0
+    for url in ("http://10.0.0.5:8080", "http://example.com", "https://127.0.0.1:8080"):
+        with pytest.raises(SystemExit, match="loopback"):
+            loadtest.run_load(url, clients=1, requests=1, time_cap=1, lang="sw", timeout=1)

@@ -115,7 +115,7 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
     assert pv["phone_labels"] == server_top and out["phone_ui_labels"] == server_top
     assert out["phone_ui_where"] == sw["ran_on_phone"]
     # network off: the page came from the service worker's cache and still classified the photo
-    assert out["offline_banner"] and out["offline_labels"] == server_top
+    assert out["offline_banner"] and out["offline_labels"] == server_top and not out["offline_feedback_visible"]
     assert out["offline_text_status"] == sw["offline"]
     noise = ("ERR_INTERNET_DISCONNECTED", "Failed to load resource", "Failed to fetch")
     assert [e for e in out["page_errors"] if not any(n in e for n in noise)] == []

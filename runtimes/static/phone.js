@@ -3,7 +3,9 @@
 // Text is still embedded by the server (the tokenizer is not ported): only photos run on the phone.
 import { preprocessBlob } from './preprocess.js';
 
-export const MODEL_CACHE = 'lugha-model-v1';
+// One cache per app version (the server's hash of every static file, vendored engine included), so an
+// updated onnxruntime-web never runs against a stale glue file; older caches are deleted in prepare().
+let MODEL_CACHE = 'lugha-model';
 const VENDOR = ['/static/vendor/ort.wasm.min.mjs', '/static/vendor/ort-wasm-simd-threaded.mjs',
                 '/static/vendor/ort-wasm-simd-threaded.wasm'];
 
@@ -46,14 +48,20 @@ async function cachedFetch(url, { refresh = false } = {}) {
 // Fetch (or find cached) everything on-phone mode needs; `progress(text)` reports each step.
 export async function prepare(phone, langs, progress = () => {}) {
   if (!phone || !phone.available) throw new Error(phone ? phone.reason : 'no on-phone model');
+  MODEL_CACHE = phone.cache || MODEL_CACHE;
+  if (globalThis.caches) {
+    for (const old of (await caches.keys()).filter((k) => k.startsWith('lugha-model') && k !== MODEL_CACHE)) await caches.delete(old);
+  }
   for (const url of VENDOR) { progress(url.split('/').pop()); await cachedFetch(url); }
   progress(`${phone.graph.url.split('/').pop()} (${(phone.graph.bytes / 1e6).toFixed(1)} MB)`);
-  const resp = await cachedFetch(phone.graph.url);
-  const bytes = new Uint8Array(await resp.arrayBuffer());
-  const digest = await sha256Hex(bytes);
+  let bytes, digest;
+  for (const refresh of [false, true]) { // a cached copy of an older bundle's graph is fetched anew, once
+    bytes = new Uint8Array(await (await cachedFetch(phone.graph.url, { refresh })).arrayBuffer());
+    digest = await sha256Hex(bytes);
+    if (!digest || digest === phone.graph.sha256) break;
+  }
   if (digest && digest !== phone.graph.sha256) {
-    (await caches.open(MODEL_CACHE)).delete(phone.graph.url);
-    throw new Error(`model file corrupted (SHA-256 ${digest.slice(0, 12)}…); try again`);
+    throw new Error(`model file does not match the bundle (SHA-256 ${digest.slice(0, 12)}…); try again`);
   }
   for (const lang of langs) await labelPack(phone, lang);
   if (!ort) {

@@ -1,6 +1,6 @@
 // Offline support. The server stamps VERSION with a hash of every static file, so a changed app
 // installs a fresh shell cache. Pages and API reads: network first (fresh when the Pi is reachable),
-// the cache when not. Static files and the model: cache first (they are versioned by the stamp / SHA).
+// the cache when not. Static files: cache first (versioned by the stamp).
 const VERSION = '__ASSET_VERSION__';
 const SHELL = `lugha-shell-${VERSION}`;
 const SHELL_FILES = ['/', '/static/app.css', '/static/app.js', '/static/phone.js', '/static/preprocess.js',
@@ -49,7 +49,7 @@ self.addEventListener('fetch', (event) => {
   if (request.method !== 'GET' || url.origin !== self.location.origin) return;
   if (request.mode === 'navigate' || NETWORK_FIRST.includes(url.pathname)) {
     event.respondWith(networkFirst(request));
-  } else if (url.pathname.startsWith('/static/') || url.pathname.startsWith('/bundle/')) {
+  } else if (url.pathname.startsWith('/static/')) { // the model (/bundle/) is cached by the page itself
     event.respondWith(cacheFirst(request));
   }
 });

@@ -132,6 +132,7 @@ async function main() {
     await page.setInputFiles('#photo', cfg.photo_png);
     await page.waitForSelector('#photo-results li');
     out.offline_labels = await page.$$eval('#photo-results li strong', (els) => els.map((e) => e.textContent));
+    out.offline_feedback_visible = await page.isVisible('#photo-results li form'); // nothing can be saved offline
     await page.click('[data-tab=text]');
     await page.fill('#query', cfg.query);
     await page.click('#text-form button');
