@@ -59,6 +59,7 @@ def _text(value, field: str, limit: int, required: bool = False) -> str | None:
 class FieldHandler(BaseHTTPRequestHandler):
     server_version = "lugha-serve"
     protocol_version = "HTTP/1.1"  # keep-alive: a phone reuses one connection over a slow hotspot
+    timeout = 30  # an idle kept-alive connection gives its thread back after 30 s
 
     @property
     def app(self) -> "FieldApp":
@@ -178,12 +179,14 @@ class FieldHandler(BaseHTTPRequestHandler):
         file = app.files.get(aliases.get(path, path))
         if file is None:
             raise RequestRejected(404, "not found")
-        body = file.read_bytes()
         headers = {"Cache-Control": "no-cache"}
         if path == "/sw.js":
-            body = body.replace(b"__ASSET_VERSION__", app.version.encode())
+            body = file.read_bytes().replace(b"__ASSET_VERSION__", app.version.encode())
             headers["Service-Worker-Allowed"] = "/"
-        etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+            etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+        else:  # size + mtime: no need to read (or hash) the 14 MB WebAssembly file to answer a revalidation
+            st = file.stat()
+            etag, body = f'"{st.st_size:x}-{st.st_mtime_ns:x}"', None
         headers["ETag"] = etag
         if self.headers.get("If-None-Match") == etag:
             self.send_response(304)
@@ -191,6 +194,8 @@ class FieldHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        if body is None:
+            body = file.read_bytes()
         self._send(200, body, _TYPES.get(file.suffix, "application/octet-stream"), headers)
 
     # -- GET routes ----------------------------------------------------------------------------------

@@ -277,6 +277,9 @@ def test_static_files_and_phone_graph_are_served(server):
     status, data, resp = c.request("GET", f"/bundle/{graph.file}")
     assert status == 200 and data == (app.engine.bundle.root / graph.file).read_bytes()
     assert c.request("GET", f"/bundle/{graph.file}", headers={"If-None-Match": resp.getheader("ETag")})[0] == 304
+    status, data, resp = c.request("GET", "/static/app.js")
+    assert status == 200 and b"import" in data and resp.getheader("Content-Type").startswith("text/javascript")
+    assert c.request("GET", "/static/app.js", headers={"If-None-Match": resp.getheader("ETag")})[0] == 304
     for lang in ("en", "sw", "ha"):
         assert json.loads(c.request("GET", f"/static/i18n/{lang}.json")[1])["consent_agree"]
 

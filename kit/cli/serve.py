@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def run(args: argparse.Namespace) -> int:
         print("lugha serve: on-phone mode off (onnxruntime-web not vendored: bash scripts/vendor_web.sh)",
               file=sys.stderr)
     print(f"lugha serve: listening on {scheme}://{host}:{port}/  (Ctrl-C stops)", flush=True)
+
+    def stop(signum, frame):  # systemd and `kill` send SIGTERM: close the database as Ctrl-C would
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, stop)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
