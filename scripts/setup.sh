@@ -17,7 +17,18 @@ fi
 # 1. System packages and the demo data sources (font, Unicode emoji data, CLDR annotations).
 bash scripts/fetch_demo_sources.sh
 
-# 2. The virtual environment. A stamp of the inputs skips pip when nothing changed.
+# 2. The field app's browser tests and on-phone mode: Debian's chromium, playwright-core (npm, no
+#    browser download) and the vendored onnxruntime-web files.
+if ! command -v chromium >/dev/null 2>&1; then
+  say "installing chromium (browser tests of the field app)"
+  apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund --ignore-scripts --silent
+fi
+bash scripts/vendor_web.sh
+
+# 3. The virtual environment. A stamp of the inputs skips pip when nothing changed.
 stamp_in=$(cat pyproject.toml constraints.txt; echo "$EXTRAS")
 stamp=$(printf '%s' "$stamp_in" | sha256sum | cut -c1-16)
 if [ -x .venv/bin/python ] && [ "$(cat .venv/.lugha-stamp 2>/dev/null)" = "$stamp" ]; then

@@ -14,7 +14,8 @@ from .. import __version__
 from ..errors import LughaError
 
 # Order is the order shown in --help: the pipeline from data to the field.
-COMMANDS = ("data", "weights", "train", "eval", "export", "bundle", "bench", "doctor", "serve", "quickstart")
+COMMANDS = ("data", "weights", "train", "eval", "export", "bundle", "bench", "doctor", "serve", "feedback",
+            "quickstart")
 
 
 def build_parser() -> argparse.ArgumentParser:
