@@ -33,14 +33,6 @@ def training_spec(spec: PreprocessSpec) -> PreprocessSpec:
     return dataclasses.replace(spec, layout="NCHW", dtype="float32")
 
 
-def file_digest(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 class PairSet:
     """Rows of ``split`` (all rows when ``split`` is empty) whose language is in ``languages`` (empty = all)."""
 
@@ -68,11 +60,6 @@ class PairSet:
 
     def __len__(self) -> int:
         return len(self.records)
-
-    def fingerprint(self) -> str:
-        """Changes when the manifest file or the selection changes (keys the feature cache)."""
-        sel = json.dumps([self.split, list(self.languages), len(self.records)])
-        return hashlib.sha256((file_digest(self.manifest) + sel).encode()).hexdigest()[:16]
 
 
 def epoch_order(langs: np.ndarray, seed: int, epoch: int, balance_languages: bool) -> np.ndarray:

@@ -8,8 +8,10 @@ so later epochs run at the speed of the projection heads. Text features are cach
 the text tower is frozen.
 
 The key covers everything the features depend on: the model config, a digest of the frozen weights
-(random-init test towers differ per seed), the manifest's bytes and the row selection, and the
-precision they were computed in. A changed anything is a new file, never a stale hit.
+(random-init test towers differ per seed), the precision, and the inputs themselves - for images the
+image store's key (paths, mtimes, sizes, resize spec), for texts the texts - so runs that select other
+languages or splits of one dataset share the image features, and a changed anything is a new file,
+never a stale hit.
 """
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import numpy as np
 
 from lugha.paths import lugha_home
 
-from .data import ImageStore, PairSet, image_batches
+from .data import ImageStore, image_batches
 
 
 def frozen_weights_digest(model) -> str:
@@ -66,17 +68,18 @@ class FeatureCache:
         self._base = json.dumps([model_config_dict, precision], sort_keys=True)
         self._weights: str | None = None
 
-    def path(self, kind: str, pairs: PairSet) -> Path:
+    def path(self, kind: str, inputs_key: str) -> Path:
         if self._weights is None:  # hashed once per run: ~0.5 s for e5-small's 117 M parameters
             self._weights = frozen_weights_digest(self.model)
-        key = hashlib.sha256(f"{self._base}\0{self._weights}\0{pairs.fingerprint()}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{self._base}\0{self._weights}\0{kind}\0{inputs_key}".encode()).hexdigest()[:24]
         return self.folder / f"{kind}-{key}.npy"
 
-    def get_or_build(self, kind: str, pairs: PairSet, n: int, compute: Callable[[], Iterator[np.ndarray]],
+    def get_or_build(self, kind: str, inputs_key: str, n: int, compute: Callable[[], Iterator[np.ndarray]],
                      desc: str, show_progress: bool = True) -> np.ndarray:
-        """The memmap of ``kind`` for ``pairs`` (``n`` rows), computing it once with ``compute`` (an
-        iterator of row blocks in order). Written to a temp file and renamed: a killed run leaves none."""
-        path = self.path(kind, pairs)
+        """The memmap of ``kind`` for the inputs named by ``inputs_key`` (``n`` rows), computing it once
+        with ``compute`` (an iterator of row blocks in order). Written to a temp file and renamed: a
+        killed run leaves none."""
+        path = self.path(kind, inputs_key)
         if not path.exists():
             from tqdm.auto import tqdm
 
@@ -96,6 +99,17 @@ class FeatureCache:
             del arr
             os.replace(tmp, path)
         return np.load(path, mmap_mode="r")
+
+
+def image_inputs_key(store: ImageStore) -> str:
+    return store.key()
+
+
+def text_inputs_key(texts: list[str]) -> str:
+    h = hashlib.sha256()
+    for t in texts:
+        h.update(t.encode("utf-8") + b"\0")
+    return h.hexdigest()
 
 
 def compute_image_features(model, store: ImageStore, batch_size: int, device, autocast, num_workers: int = 0,

@@ -101,9 +101,12 @@ class LoopConfig:
 class RuntimeConfig:
     """``precision``: ``auto`` = bf16 autocast on CUDA, fp16 + GradScaler where bf16 is unsupported,
     fp32 on CPU. ``feature_cache``: when a tower is frozen, compute its features once and train the heads
-    from a memmap. ``deterministic``: ``torch.use_deterministic_algorithms`` (warn-only) + seeded order."""
+    from a memmap. ``deterministic``: ``torch.use_deterministic_algorithms`` (warn-only) + seeded order.
+    ``threads``: torch CPU threads for the run (0 = torch's default, one per core); 1 is often faster for
+    head-only training, whose small ops lose more to thread hand-offs than they gain, on a busy machine."""
 
     seed: int = 0
+    threads: int = 0
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = "auto"
     channels_last: bool = False

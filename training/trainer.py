@@ -26,7 +26,8 @@ from lugha.errors import ConfigError
 from . import checkpoint as ckpt
 from .data import ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader
 from .evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
-from .feature_cache import FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest
+from .feature_cache import (FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest,
+                            image_inputs_key, text_inputs_key)
 from .optim import autocast_for, make_optimizer, make_scheduler, pick_device
 from .run_log import RunLog
 from .train_config import TrainConfig, diff_configs, load_train_config, resolve_paths
@@ -154,12 +155,13 @@ class Trainer:
         fc, feats = FeatureCache(m, self.model_cfg.to_dict(), precision, dc.cache_dir), {}
         for name, pairs in self.pairs.items():
             if self.img_frozen:
-                feats[name, "image"] = fc.get_or_build("image", pairs, len(pairs.image_paths), lambda n=name: (
+                feats[name, "image"] = fc.get_or_build("image", image_inputs_key(self.stores[name]),
+                                                       len(pairs.image_paths), lambda n=name: (
                     compute_image_features(m, self.stores[n], dc.batch_size, self.device, self.autocast,
                                            dc.num_workers, rt.channels_last)), f"image features ({name})",
                     self.show_progress)
             if self.txt_frozen:
-                feats[name, "text"] = fc.get_or_build("text", pairs, len(pairs), lambda p=pairs: (
+                feats[name, "text"] = fc.get_or_build("text", text_inputs_key(pairs.texts), len(pairs), lambda p=pairs: (
                     compute_text_features(m, self.tokenizer, p.texts, dc.batch_size, self.device, self.autocast)),
                     f"text features ({name})", self.show_progress)
         if self.img_frozen and dc.augment != "none":
@@ -340,6 +342,14 @@ def train(cfg: TrainConfig | None, run_dir, resume: bool = False, stop_after_ste
           show_progress: bool = True, say: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume) a run. ``stop_after_steps`` checkpoints and returns after that many optimizer
     steps without changing the schedule (tests use it to interrupt a run the way a kill would)."""
+    import torch
+
     run_dir = Path(run_dir)
     cfg = prepare_run(cfg, run_dir, resume)
-    return Trainer(cfg, run_dir, resume, show_progress, say).fit(stop_after_steps)
+    threads = torch.get_num_threads()
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
+    try:
+        return Trainer(cfg, run_dir, resume, show_progress, say).fit(stop_after_steps)
+    finally:
+        torch.set_num_threads(threads)  # the setting is the run's, not the calling process's
