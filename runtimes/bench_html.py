@@ -84,10 +84,13 @@ def accuracy_svg(report: dict, width: int = 720, height: int = 320) -> str:
               if prec in sizes for lang, vals in by_lang.items() if metric in vals]
     if not points:
         return "<p>No accuracy metrics in the manifest (the exporter's accuracy gate writes them).</p>"
-    left, right, top, bottom = 60, 110, 40, 40
+    left, right, top, bottom = 60, 110, 56, 40
     xs, ys = [p[2] for p in points], [p[3] for p in points]
     x0, x1 = 0.0, max(xs) * 1.1 or 1.0
-    y0, y1 = min(ys) - 0.05 * (max(ys) - min(ys) or 1), max(ys) + 0.05 * (max(ys) - min(ys) or 1)
+    pad = 0.05 * (max(ys) - min(ys) or 1)
+    y0, y1 = min(ys) - pad, max(ys) + pad
+    if min(ys) >= 0:  # recalls and accuracies: no negative tick under a zero score
+        y0 = max(0.0, y0)
     sx = lambda v: left + (v - x0) / (x1 - x0) * (width - left - right)  # noqa: E731
     sy = lambda v: height - bottom - (v - y0) / (y1 - y0) * (height - top - bottom)  # noqa: E731
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
@@ -102,7 +105,7 @@ def accuracy_svg(report: dict, width: int = 720, height: int = 320) -> str:
                 f'<text x="{left - 6}" y="{sy(yv) + 4:.1f}" font-size="10" text-anchor="end">{yv:.3g}</text>']
     # One label per candidate, on a dashed guide, in two staggered rows: languages often share a value.
     for i, (prec, x) in enumerate(sorted({(p[1], p[2]) for p in points}, key=lambda c: c[1])):
-        y_label = top + 4 + 12 * (i % 2)
+        y_label = top - 22 + 12 * (i % 2)  # above the plot area, clear of the points
         out += [f'<line x1="{sx(x):.1f}" x2="{sx(x):.1f}" y1="{y_label + 2}" y2="{height - bottom}" stroke="#ccc" '
                 f'stroke-dasharray="3,3"/>',
                 f'<text x="{sx(x):.1f}" y="{y_label}" font-size="10" text-anchor="middle">{escape(prec)}</text>']
