@@ -116,16 +116,46 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class ClassifyConfig:
+    """``task: classify``: a fusion head (:mod:`lugha.training.fusion`) on the frozen towers' embeddings.
+
+    ``head``: ``early`` | ``late`` | ``xattn`` | ``prototype``. ``label_field``: the record field holding
+    the class (``subgroup`` for the demo's finer classes). ``init_from``: a retrieval run whose trained
+    projections / LoRA the head sits on (null: the model as built). ``patch_grid`` (grid x grid image
+    patches) and ``max_tokens`` (text tokens) are what the cross-attention head reads."""
+
+    head: Literal["early", "late", "xattn", "prototype"] = "early"
+    label_field: Literal["label", "subgroup"] = "label"
+    init_from: str | None = None
+    hidden: int = 256
+    dropout: float = 0.1
+    late_weights: Literal["learned", "equal"] = "learned"
+    attn_heads: int = 4
+    patch_grid: int = 3
+    max_tokens: int = 24
+
+    def __post_init__(self) -> None:
+        for name, low in (("hidden", 1), ("attn_heads", 1), ("patch_grid", 1), ("max_tokens", 2)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"classify.{name}", f"must be >= {low}, got {getattr(self, name)}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("classify.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """``model``: a registry name (``lugha`` ``list_models()``); ``model_overrides``: dotted changes to
-    that model config (``adapter.kind: projection``), recorded in the run's ``model_config.json``."""
+    that model config (``adapter.kind: projection``), recorded in the run's ``model_config.json``.
+    ``task``: ``retrieval`` (contrastive dual encoder) or ``classify`` (a fusion head, see ``classify``)."""
 
     model: str = "lowclip-lite0-e5small"
     model_overrides: dict[str, Any] = field(default_factory=dict)
+    task: Literal["retrieval", "classify"] = "retrieval"
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    classify: ClassifyConfig = field(default_factory=ClassifyConfig)
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -227,15 +257,16 @@ def load_train_config(path: str | os.PathLike | None, overrides: Sequence[str] =
 
 
 def resolve_paths(cfg: TrainConfig, base: str | os.PathLike = ".") -> TrainConfig:
-    """Make the manifest and cache paths absolute (relative to ``base``, the working directory), so the
-    ``config.yaml`` saved in a run still points at the data when resumed from elsewhere."""
+    """Make the manifest, cache and ``classify.init_from`` paths absolute (relative to ``base``, the working
+    directory), so the ``config.yaml`` saved in a run still points at the data when resumed from elsewhere."""
     import dataclasses
 
     def absolute(p: str | None) -> str | None:
         return str((Path(base) / p).resolve()) if p else p
 
     return dataclasses.replace(cfg, data=dataclasses.replace(
-        cfg.data, manifest=absolute(cfg.data.manifest) or "", cache_dir=absolute(cfg.data.cache_dir)))
+        cfg.data, manifest=absolute(cfg.data.manifest) or "", cache_dir=absolute(cfg.data.cache_dir)),
+        classify=dataclasses.replace(cfg.classify, init_from=absolute(cfg.classify.init_from)))
 
 
 def dump_yaml(cfg: TrainConfig) -> str:
