@@ -5,13 +5,12 @@ its ``best`` checkpoint) or, for timing only, from the bundle's own ModelConfig 
 towers, untrained projections, so its outputs will not match the golden ones). Benchmarks use it for the
 reference column; devices never need it.
 
-torch and lugha.training are imported here through importlib, only when ``backend="torch"`` is asked
-for: ``import lugha.runtimes`` must work where torch is absent (a test blocks it), and this module is
-the one place in lugha.runtimes that may reach it.
+torch and lugha.training are imported inside functions, only when ``backend="torch"`` is asked for:
+``import lugha.runtimes`` must work where torch is absent (a test blocks it), and this module is the one
+place in lugha.runtimes allowed to reach them (tests/test_packaging.py names it as the only exception).
 """
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Callable
@@ -41,22 +40,24 @@ class TorchSession(GraphSession):
 
 def _load_model(reference: str | os.PathLike, manifest: BundleManifest, vocab_size: int | None):
     if str(reference) == CONFIG_REFERENCE:
-        model_mod = importlib.import_module("lugha.training.model")
-        model = model_mod.build_model(manifest.model, vocab_size=vocab_size)
+        from lugha.training.model import build_model
+
+        model = build_model(manifest.model, vocab_size=vocab_size)
         return model.eval()
     run = Path(reference)
     if not run.is_dir():
         raise BundleError(f"--reference {run}: not a training run folder (or pass {CONFIG_REFERENCE!r} to time "
                           "the bundle's model config with untrained projections)")
-    checkpoint = importlib.import_module("lugha.training.checkpoint")
-    model, _tok, model_cfg, _train_cfg, folder = checkpoint.load_run_model(run)
+    from lugha.training.checkpoint import load_run_model
+
+    model, _tok, model_cfg, _train_cfg, folder = load_run_model(run)
     if model_cfg.name != manifest.model.name:
         raise BundleError(f"{folder}: the run trained {model_cfg.name!r} but the bundle holds "
                           f"{manifest.model.name!r}")
     # The exporter folds LoRA into the base weights; time the same plain modules, not peft's wrappers.
-    adapters = importlib.import_module("lugha.training.adapters")
-    if hasattr(adapters, "merge_adapters"):
-        adapters.merge_adapters(model)
+    from lugha.training.adapters import merge_adapters
+
+    merge_adapters(model)
     return model.eval()
 
 
