@@ -150,16 +150,25 @@ class TextEncoderSpec(ExportSpec):
                 "text_embeds": {0: "batch"}}
 
 
+def fusion_head_of(model):
+    """The classification head a run trained: a fusion head (``model.fusion_head``, see
+    :mod:`lugha.training.fusion`) or the prototype adapter's (``model.prototype_head``); else None."""
+    head = getattr(model, "fusion_head", None)
+    return head if head is not None else getattr(model, "prototype_head", None)
+
+
 @dataclass(frozen=True)
 class FusionHeadSpec(ExportSpec):
-    """A classification head on both embeddings (the prototype adapter). It normalises inside and is a
-    few kB, so int8 buys nothing and costs accuracy: it stays float in every precision."""
+    """A classification head on both embeddings (the prototype adapter, or an early / late fusion head).
+    It normalises inside and is a few kB to a few hundred kB, so int8 buys little and costs accuracy: it
+    stays float in every precision. A missing modality is an all-zero embedding row."""
 
     name: str = "fusion_head"
     quant_scheme: str = "none"
 
     def applies(self, model) -> bool:
-        return getattr(model, "prototype_head", None) is not None
+        head = fusion_head_of(model)
+        return head is not None and getattr(head, "input_kind", "embeds") == "embeds"
 
     def wrap(self, model, layout: str = "NCHW"):
         from torch import nn
@@ -167,7 +176,7 @@ class FusionHeadSpec(ExportSpec):
         class FusionHead(nn.Module):
             def __init__(self):
                 super().__init__()
-                self.head = model.prototype_head
+                self.head = fusion_head_of(model)
 
             def forward(self, image_embeds, text_embeds):
                 return self.head(image_embeds, text_embeds)
@@ -184,11 +193,51 @@ class FusionHeadSpec(ExportSpec):
         return tuple(TensorSpec(n, "float32", _dims(("batch", model.cfg.embed_dim), static)) for n in self.input_names())
 
     def outputs(self, model, static=None):
-        n = model.prototype_head.num_classes
+        n = fusion_head_of(model).num_classes
         return (TensorSpec("logits", "float32", _dims(("batch", n), static)),)
 
     def dynamic_axes(self):
         return {"image_embeds": {0: "batch"}, "text_embeds": {0: "batch"}, "logits": {0: "batch"}}
+
+
+@dataclass(frozen=True)
+class CrossAttentionHeadSpec(FusionHeadSpec):
+    """A cross-attention fusion head: it reads the image's patch features and the text's token features,
+    which the bundle's encoder graphs do not output, so it is no bundle role (not registered);
+    ``lugha experiments fusion`` exports it to compare heads. A missing image is an all-zero patch grid,
+    a missing text an all-zero ``text_mask``."""
+
+    name: str = "fusion_xattn_head"
+
+    def applies(self, model) -> bool:
+        head = fusion_head_of(model)
+        return head is not None and getattr(head, "input_kind", "") == "tokens"
+
+    def wrap(self, model, layout: str = "NCHW"):
+        from torch import nn
+
+        class CrossAttentionHead(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.head = fusion_head_of(model)
+
+            def forward(self, image_patches, text_tokens, text_mask):
+                return self.head(image_patches, text_tokens, text_mask)
+
+        return CrossAttentionHead().eval()
+
+    def input_names(self):
+        return ("image_patches", "text_tokens", "text_mask")
+
+    def inputs(self, model, layout: str = "NCHW", static=None):
+        head = fusion_head_of(model)
+        return (TensorSpec("image_patches", "float32", _dims(("batch", head.num_patches, head.dim), static)),
+                TensorSpec("text_tokens", "float32", _dims(("batch", "seq", head.dim), static)),
+                TensorSpec("text_mask", "int64", _dims(("batch", "seq"), static)))
+
+    def dynamic_axes(self):
+        return {"image_patches": {0: "batch"}, "text_tokens": {0: "batch", 1: "seq"},
+                "text_mask": {0: "batch", 1: "seq"}, "logits": {0: "batch"}}
 
 
 SPECS: dict[str, ExportSpec] = {}
@@ -223,5 +272,6 @@ def torch_reference(spec: ExportSpec, model, inputs: dict[str, np.ndarray], layo
 
 Sampler = Callable[[int], dict[str, np.ndarray]]
 
-__all__ = ["ExportSpec", "ImageEncoderSpec", "TextEncoderSpec", "FusionHeadSpec", "SPECS", "register_spec",
+__all__ = ["ExportSpec", "ImageEncoderSpec", "TextEncoderSpec", "FusionHeadSpec", "CrossAttentionHeadSpec",
+           "fusion_head_of", "SPECS", "register_spec",
            "specs_for", "torch_reference", "tolerance_for", "DEFAULT_TOLERANCES"]
