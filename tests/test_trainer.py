@@ -15,6 +15,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from lugha.cli import main  # noqa: E402
+from lugha.cli.eval import format_report  # noqa: E402
 from lugha.errors import ConfigError  # noqa: E402
 from lugha.training.checkpoint import CheckpointError, find_checkpoint, load_run_model  # noqa: E402
 from lugha.training.train_config import load_train_config  # noqa: E402
@@ -73,7 +74,6 @@ def test_train_loss_goes_down_and_run_folder_is_complete(demo_small, tmp_path):
     assert n_saved < sum(p.numel() for p in model.parameters()) / 50
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("stop_at", [3, 11], ids=["mid-first-epoch", "mid-second-epoch"])
 def test_resume_is_bitwise_identical(demo_small, tmp_path, stop_at):
     cfg = tiny(demo_small, tmp_path / "cache", "loop.epochs=2", "loop.eval_every=4")
@@ -91,7 +91,6 @@ def test_resume_is_bitwise_identical(demo_small, tmp_path, stop_at):
     assert rows(tmp_path / "full") == rows(tmp_path / "part")
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("adapter", ["projection", "lora"])
 def test_feature_cache_matches_uncached_training(demo_small, tmp_path, adapter):
     args = ("loop.epochs=2", f"model_overrides.adapter.kind={adapter}")
@@ -118,7 +117,8 @@ def test_max_steps_resume_guards_and_frozen_weight_check(demo_small, tmp_path):
     cfg = tiny(demo_small, tmp_path / "cache", "loop.max_steps=3", "model_overrides.adapter.kind=projection")
     result = train(cfg, tmp_path / "run", **quiet)
     assert result.stopped == "max_steps" and result.step == 3
-    assert train(None, tmp_path / "run", resume=True, **quiet).step == 3  # finished: nothing more to do
+    again = train(None, tmp_path / "run", resume=True, **quiet)  # finished: nothing more to do
+    assert (again.step, again.stopped) == (3, "max_steps")
     with pytest.raises(ConfigError, match="already holds a run"):
         train(cfg, tmp_path / "run", **quiet)
     changed = tiny(demo_small, tmp_path / "cache", "loop.max_steps=3", "optim.lr=0.1",
@@ -157,9 +157,8 @@ def test_cli_train_then_eval_with_baseline(demo_small, tmp_path, capsys):
     assert en["n_images"] == en["n_texts"] > 0 and en["chance_t2i_r1"] == pytest.approx(1 / en["n_images"])
     assert 0 < en["chance_label_acc"] < 1 and "label_acc" in en
     assert report["retention"]["kept"]["t2i_r5"] == pytest.approx(100.0)
-    assert main(["eval", str(run), "--split", "test"]) == 0  # every language of the data by default
-    table = capsys.readouterr().out
-    assert "| en" in table and "| ha" in table and "chance" in table
+    table = format_report(report)
+    assert "| en " in table and "| mean " in table and "chance" in table and "kept %" in table
     assert main(["train", str(REPO / "configs" / "test-tiny.yaml"), "--set", "optim.lr=fast", "--out", str(run)]) == 1
     assert "optim.lr" in capsys.readouterr().err
 
@@ -168,7 +167,7 @@ def test_cli_train_then_eval_with_baseline(demo_small, tmp_path, capsys):
 def test_kill_9_then_resume_matches_uninterrupted(demo_small, tmp_path):
     """A real SIGKILL mid-training (no chance to clean up), then --resume: same final weights."""
     common = ["--set", f"data.manifest={demo_small}", "--set", f"data.cache_dir={tmp_path / 'cache'}",
-              "--set", f"data.languages={LANGS}", "--set", "loop.epochs=6", "--set", "loop.checkpoint_every=2"]
+              "--set", f"data.languages={LANGS}", "--set", "loop.epochs=20", "--set", "loop.checkpoint_every=2"]
     cmd = [sys.executable, "-m", "lugha.cli", "train", str(REPO / "configs" / "test-tiny.yaml"), *common, "--quiet"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     full = subprocess.run(cmd + ["--out", str(tmp_path / "full")], env=env, capture_output=True, text=True)

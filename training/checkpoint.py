@@ -137,6 +137,7 @@ def build_for_training(train_cfg: TrainConfig, model_cfg: ModelConfig):
 
     from .adapters import apply_adapter
     from .model import build_model, load_text_tokenizer
+    from .optim import torch_threads
 
     key = json.dumps(model_cfg.to_dict(), sort_keys=True)
     if key not in _TOKENIZERS:  # reading a 250k-piece tokenizer.json takes seconds; it is read-only after
@@ -144,7 +145,10 @@ def build_for_training(train_cfg: TrainConfig, model_cfg: ModelConfig):
         _TOKENIZERS[key] = load_text_tokenizer(model_cfg)
     tokenizer = _TOKENIZERS[key]
     torch.manual_seed(train_cfg.runtime.seed)
-    model = build_model(model_cfg, vocab_size=tokenizer_vocab_size(tokenizer), seed=train_cfg.runtime.seed)
+    # One thread while building: random-init towers calibrate BatchNorm statistics with forward passes,
+    # whose float sums depend on the thread count; the frozen weights must not depend on the machine.
+    with torch_threads(1):
+        model = build_model(model_cfg, vocab_size=tokenizer_vocab_size(tokenizer), seed=train_cfg.runtime.seed)
     return apply_adapter(model, model_cfg.adapter), tokenizer
 
 

@@ -178,10 +178,19 @@ def evaluate_run(run_dir: str | os.PathLike, manifest: str | os.PathLike | None 
                  device: str = "auto", cache_dir: str | None = None) -> dict:
     """Load ``RUN/<checkpoint>`` and evaluate it on ``split`` of ``manifest`` (the run's own by default)."""
     from .checkpoint import load_run_model
+    from .optim import torch_threads
+
+    model, tokenizer, model_cfg, train_cfg, ckpt = load_run_model(run_dir, checkpoint)
+    with torch_threads(train_cfg.runtime.threads):
+        return _evaluate_loaded(model, tokenizer, model_cfg, train_cfg, ckpt, run_dir, manifest, split, languages,
+                                batch_size, device, cache_dir)
+
+
+def _evaluate_loaded(model, tokenizer, model_cfg, train_cfg, ckpt, run_dir, manifest, split, languages,
+                     batch_size, device, cache_dir) -> dict:
     from .data import ImageStore, PairSet
     from .optim import autocast_for, pick_device
 
-    model, tokenizer, model_cfg, train_cfg, ckpt = load_run_model(run_dir, checkpoint)
     dev = pick_device(device if device != "auto" else train_cfg.runtime.device)
     model.to(dev)
     manifest = manifest or train_cfg.data.manifest

@@ -62,16 +62,14 @@ def eval_mode(model) -> Iterator[None]:
 class FeatureCache:
     """Where cached features live: ``<cache_dir>/features/<kind>-<key>.npy`` (``LUGHA_HOME/cache`` by default)."""
 
-    def __init__(self, model, model_config_dict: dict, precision: str, cache_dir: str | os.PathLike | None = None):
+    def __init__(self, frozen_digest: str, model_config_dict: dict, precision: str,
+                 cache_dir: str | os.PathLike | None = None):
+        """``frozen_digest``: :func:`frozen_weights_digest` of the model (the trainer hashes it once)."""
         self.folder = (Path(cache_dir) if cache_dir else lugha_home() / "cache") / "features"
-        self.model = model
-        self._base = json.dumps([model_config_dict, precision], sort_keys=True)
-        self._weights: str | None = None
+        self._base = json.dumps([model_config_dict, precision, frozen_digest], sort_keys=True)
 
     def path(self, kind: str, inputs_key: str) -> Path:
-        if self._weights is None:  # hashed once per run: ~0.5 s for e5-small's 117 M parameters
-            self._weights = frozen_weights_digest(self.model)
-        key = hashlib.sha256(f"{self._base}\0{self._weights}\0{kind}\0{inputs_key}".encode()).hexdigest()[:24]
+        key = hashlib.sha256(f"{self._base}\0{kind}\0{inputs_key}".encode()).hexdigest()[:24]
         return self.folder / f"{kind}-{key}.npy"
 
     def get_or_build(self, kind: str, inputs_key: str, n: int, compute: Callable[[], Iterator[np.ndarray]],

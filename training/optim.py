@@ -9,6 +9,21 @@ from typing import Callable
 from lugha.errors import ConfigError
 
 
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run with ``n`` torch CPU threads (0 = leave as is), then restore: the setting is the run's, not
+    the calling process's (tests and notebooks run many runs in one process)."""
+    import torch
+
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def pick_device(name: str = "auto"):
     import torch
 

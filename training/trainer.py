@@ -28,7 +28,7 @@ from .data import ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, 
 from .evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
 from .feature_cache import (FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest,
                             image_inputs_key, text_inputs_key)
-from .optim import autocast_for, make_optimizer, make_scheduler, pick_device
+from .optim import autocast_for, make_optimizer, make_scheduler, pick_device, torch_threads
 from .run_log import RunLog
 from .train_config import TrainConfig, diff_configs, load_train_config, resolve_paths
 
@@ -62,6 +62,17 @@ def frozen_modules(model) -> list:
     return out
 
 
+def _above_bars(say: Callable[[str], None]) -> Callable[[str], None]:
+    """Status lines printed above a live progress bar instead of through it."""
+    def wrapped(msg: str) -> None:
+        from tqdm.auto import tqdm
+
+        with tqdm.external_write_mode():
+            say(msg)
+
+    return wrapped
+
+
 def prepare_run(cfg: TrainConfig | None, run_dir: Path, resume: bool) -> TrainConfig:
     """The config this run trains with: the given one (fresh run), or the saved one (resume)."""
     saved = run_dir / ckpt.TRAIN_CONFIG
@@ -90,7 +101,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, run_dir: Path, resume: bool, show_progress: bool, say: Callable):
         import torch
 
-        self.cfg, self.run_dir, self.show_progress, self.say = cfg, run_dir, show_progress, say
+        self.cfg, self.run_dir, self.show_progress = cfg, run_dir, show_progress
+        self.say = _above_bars(say)
         rt, dc = cfg.runtime, cfg.data
         random.seed(rt.seed)
         np.random.seed(rt.seed)
@@ -139,7 +151,8 @@ class Trainer:
         self.sched = make_scheduler(self.optimizer, cfg.optim, total)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
         # the epoch's losses so far travel with the position: a resumed epoch reports the same mean loss
-        self.pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "bad_evals": 0, "done": False, "losses": []}
+        self.pos = {"epoch": 0, "batch": 0, "step": 0, "best": None, "bad_evals": 0, "done": False, "losses": [],
+                    "stopped": "done"}
         if resume:
             self._restore()
         else:
@@ -152,7 +165,7 @@ class Trainer:
         m, dc, rt = self.model, self.cfg.data, self.cfg.runtime
         if not (self.img_frozen or self.txt_frozen):
             return {}
-        fc, feats = FeatureCache(m, self.model_cfg.to_dict(), precision, dc.cache_dir), {}
+        fc, feats = FeatureCache(self.digest, self.model_cfg.to_dict(), precision, dc.cache_dir), {}
         for name, pairs in self.pairs.items():
             if self.img_frozen:
                 feats[name, "image"] = fc.get_or_build("image", image_inputs_key(self.stores[name]),
@@ -277,7 +290,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         lp, pos, accum = self.cfg.loop, self.pos, self.cfg.optim.grad_accum
-        stopped, seconds = "done", []
+        seconds: list[float] = []
         interrupted = lambda: stop_after_steps is not None and pos["step"] >= stop_after_steps  # noqa: E731
         while not pos["done"] and pos["epoch"] < lp.epochs:
             epoch, start, t0 = pos["epoch"], pos["batch"], time.perf_counter()
@@ -305,8 +318,7 @@ class Trainer:
                 evaluated = bool(lp.eval_every) and pos["step"] % lp.eval_every == 0
                 best_now = self.validate() if evaluated else False
                 if reason := self._should_stop():
-                    best_now = best_now if evaluated else self.validate()
-                    pos["done"], stopped = True, reason
+                    pos["done"], pos["stopped"] = True, reason
                     break
                 if best_now or interrupted() or (lp.checkpoint_every and pos["step"] % lp.checkpoint_every == 0):
                     self.save(best_now)
@@ -315,7 +327,7 @@ class Trainer:
                     return self._result("interrupted", seconds)
             bar.close()
             if pos["done"]:  # stopped mid-epoch by max_steps or patience
-                self.save(best_now)
+                self.save(best_now if evaluated else self.validate())
                 break
             seconds.append(time.perf_counter() - t0)
             best_now = self.validate()
@@ -326,11 +338,11 @@ class Trainer:
             pos["epoch"], pos["batch"], pos["losses"] = epoch + 1, 0, []
             reason = self._should_stop()
             if reason or pos["epoch"] >= lp.epochs:
-                pos["done"], stopped = True, reason or "done"
+                pos["done"], pos["stopped"] = True, reason or "done"
             self.save(best_now)
             if interrupted() and not pos["done"]:
                 return self._result("interrupted", seconds)
-        return self._result(stopped, seconds)
+        return self._result(pos["stopped"], seconds)  # a finished run resumed reports how it ended
 
     def _result(self, stopped: str, seconds: list[float]) -> TrainResult:
         self.log.close()
@@ -342,14 +354,7 @@ def train(cfg: TrainConfig | None, run_dir, resume: bool = False, stop_after_ste
           show_progress: bool = True, say: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume) a run. ``stop_after_steps`` checkpoints and returns after that many optimizer
     steps without changing the schedule (tests use it to interrupt a run the way a kill would)."""
-    import torch
-
     run_dir = Path(run_dir)
     cfg = prepare_run(cfg, run_dir, resume)
-    threads = torch.get_num_threads()
-    if cfg.runtime.threads:
-        torch.set_num_threads(cfg.runtime.threads)
-    try:
+    with torch_threads(cfg.runtime.threads):
         return Trainer(cfg, run_dir, resume, show_progress, say).fit(stop_after_steps)
-    finally:
-        torch.set_num_threads(threads)  # the setting is the run's, not the calling process's
