@@ -327,7 +327,7 @@ def load_classify_run(run_dir, which: str = "best"):
     head = build_head(meta["head"], len(meta["classes"]), model_cfg.embed_dim, seed=cfg.runtime.seed,
                       **head_kwargs(cfg.classify))
     head.load_state_dict(head_state(tensors))
-    model.fusion_head = head.eval()
+    model.fusion_head = head.eval().requires_grad_(False)  # loaded for inference and export
     return model.eval(), meta["classes"], tok, cfg
 
 

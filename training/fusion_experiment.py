@@ -101,9 +101,7 @@ def projection_config(exp: FusionExperiment):
         data=DataConfig(manifest=exp.manifest, languages=exp.train_langs, val_split="", batch_size=exp.batch_size,
                         cache_dir=exp.cache_dir),
         optim=OptimConfig(lr=exp.proj_lr, warmup_steps=20), loop=LoopConfig(epochs=exp.proj_epochs, log_every=50),
-        # threads=0: the process default. A random-init (test twin) tower calibrates its BatchNorm at build
-        # time, and another thread count gives other last bits: its frozen digest would not match on load.
-        runtime=RuntimeConfig(seed=exp.seed, threads=0, precision="fp32")))
+        runtime=RuntimeConfig(seed=exp.seed, threads=exp.threads, precision="fp32")))
 
 
 def prepare_data(exp: FusionExperiment, work: Path, say: Callable[[str], None], show_progress: bool):

@@ -357,4 +357,8 @@ def train(cfg: TrainConfig | None, run_dir, resume: bool = False, stop_after_ste
     run_dir = Path(run_dir)
     cfg = prepare_run(cfg, run_dir, resume)
     with torch_threads(cfg.runtime.threads):
+        if cfg.task == "classify":  # a fusion head on the frozen towers: lugha.training.classify
+            from .classify import train_classify
+
+            return train_classify(cfg, run_dir, resume, stop_after_steps, show_progress, say)
         return Trainer(cfg, run_dir, resume, show_progress, say).fit(stop_after_steps)
