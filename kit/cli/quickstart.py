@@ -67,7 +67,9 @@ def _steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     if not args.smoke:
         steps.append(("materialise the text tower", ["weights", "e5-small"]))
     steps += [
-        ("train adapters", ["train", str(_config(args)), "--out", str(run), "--set", f"data.manifest={manifest}"]),
+        # A re-run continues (or just reloads) the run already there instead of refusing to overwrite it.
+        ("train adapters", ["train", "--resume", str(run)] if (run / "config.yaml").exists() else
+         ["train", str(_config(args)), "--out", str(run), "--set", f"data.manifest={manifest}"]),
         ("evaluate per language", ["eval", str(run), "--data", str(manifest), "--split", "test"]),
         ("export a gated bundle", export),
         ("device tests on the bundle", ["pytest", "device_tests", "--bundle", str(bundle),
