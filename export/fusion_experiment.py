@@ -41,7 +41,7 @@ import numpy as np
 from lugha.config import DEFAULT_MODEL
 from lugha.errors import ConfigError
 
-from .fusion import HEAD_KINDS, HeadData
+from lugha.training.fusion import HEAD_KINDS, HeadData
 
 DEFAULT_TRAIN_LANGS = ("en", "sw", "hi", "am")
 
@@ -81,20 +81,20 @@ class FusionExperiment:
                 raise ConfigError(f"--{name.replace('_', '-')}", f"must be >= 1, got {getattr(self, name)}")
 
     def classify_config(self):
-        from .train_config import ClassifyConfig
+        from lugha.training.train_config import ClassifyConfig
 
         return ClassifyConfig(label_field=self.label_field, patch_grid=self.patch_grid, max_tokens=self.max_tokens,
                               hidden=self.hidden)
 
     def optim(self):
-        from .train_config import OptimConfig
+        from lugha.training.train_config import OptimConfig
 
         return OptimConfig(lr=self.lr, weight_decay=0.01, warmup_steps=min(20, self.steps // 10))
 
 
 def projection_config(exp: FusionExperiment):
     """Stage 1: the shared projections (towers frozen), as a normal retrieval run of the trainer."""
-    from .train_config import DataConfig, LoopConfig, OptimConfig, RuntimeConfig, TrainConfig, resolve_paths
+    from lugha.training.train_config import DataConfig, LoopConfig, OptimConfig, RuntimeConfig, TrainConfig, resolve_paths
 
     return resolve_paths(TrainConfig(
         model=exp.model, model_overrides={"adapter.kind": "projection"},
@@ -107,12 +107,12 @@ def projection_config(exp: FusionExperiment):
 def prepare_data(exp: FusionExperiment, work: Path, say: Callable[[str], None], show_progress: bool):
     """(frozen model, train HeadData, test HeadData, classes). Tower features are cached before stage 1
     (one pass fills the pooled and the token caches; stage 1 then reads the pooled ones)."""
-    from . import checkpoint as ckpt
-    from .classify import freeze, load_features_for, split_classes
-    from .feature_cache import frozen_weights_digest
-    from .fusion import project_features
-    from .train_config import diff_configs, load_train_config
-    from .trainer import train
+    from lugha.training import checkpoint as ckpt
+    from lugha.training.classify import freeze, load_features_for, split_classes
+    from lugha.training.feature_cache import frozen_weights_digest
+    from lugha.training.fusion import project_features
+    from lugha.training.train_config import diff_configs, load_train_config
+    from lugha.training.trainer import train
 
     pcfg = projection_config(exp)
     kind = "xattn" if "xattn" in exp.heads else "early"
@@ -176,10 +176,10 @@ def train_measured(spec: dict) -> dict:
 
     import torch
 
-    from .classify import head_kwargs, head_steps
-    from .fusion import build_head
-    from .optim import make_optimizer, make_scheduler
-    from .train_config import ClassifyConfig, OptimConfig
+    from lugha.training.classify import head_kwargs, head_steps
+    from lugha.training.fusion import build_head
+    from lugha.training.optim import make_optimizer, make_scheduler
+    from lugha.training.train_config import ClassifyConfig, OptimConfig
 
     torch.set_num_threads(spec["threads"])
     data = HeadData.load(spec["data"])
@@ -273,8 +273,8 @@ def run_fusion_experiment(exp: FusionExperiment, say: Callable[[str], None] = pr
     """The whole comparison; returns the report (``heads``: one row per head; ``per_language``)."""
     import torch
 
-    from .classify import accuracy_report, head_kwargs
-    from .fusion import build_head, count_head_parameters
+    from lugha.training.classify import accuracy_report, head_kwargs
+    from lugha.training.fusion import build_head, count_head_parameters
 
     work = Path(exp.work_dir) if exp.work_dir else Path(tempfile.mkdtemp(prefix="lugha-fusion-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -378,4 +378,4 @@ def _child_main(spec_path: str) -> int:
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--child":
         sys.exit(_child_main(sys.argv[2]))
-    sys.exit("usage: python -m lugha.training.fusion_experiment --child SPEC.json (internal)")
+    sys.exit("usage: python -m lugha.export.fusion_experiment --child SPEC.json (internal)")

@@ -14,7 +14,7 @@ from .. import __version__
 from ..errors import LughaError
 
 # Order is the order shown in --help: the pipeline from data to the field.
-COMMANDS = ("data", "weights", "train", "eval", "export", "bundle", "bench", "doctor", "serve", "feedback",
+COMMANDS = ("data", "weights", "train", "eval", "export", "bundle", "bench", "doctor", "serve", "feedback", "experiments",
             "quickstart")
 
 

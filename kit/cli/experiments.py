@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_fusion(args: argparse.Namespace) -> int:
     from lugha.config import DEFAULT_MODEL
-    from lugha.training.fusion_experiment import FusionExperiment, format_report, run_fusion_experiment
+    from lugha.export.fusion_experiment import FusionExperiment, format_report, run_fusion_experiment
 
     from ._common import print_json
 
