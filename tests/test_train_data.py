@@ -5,13 +5,15 @@ import os
 from collections import Counter
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
 from lugha.data.records import Record, write_manifest
 from lugha.errors import DataError
 from lugha.preprocess import PreprocessSpec, preprocess_image
-from lugha.training.data import (ImageStore, PairSet, PixelDataset, epoch_batches, image_batches, make_loader)
+from lugha.training.data import (ImageStore, PairSet, PixelDataset, epoch_batches, image_batches, make_loader,
+                                 to_model_input)
 
 
 def make_dataset(root, n_images=12, langs=("en", "sw", "yo"), uneven=False):
@@ -85,8 +87,12 @@ def test_image_store_matches_kit_preprocess_and_tracks_changes(tmp_path):
     ds = PixelDataset(pairs, store)
     for i in (0, 3, 5):
         x, idx = ds[i]
+        assert x.dtype == torch.uint8 and x.shape == (16, 16, 3)  # workers ship uint8; normalised on device
         ref = preprocess_image(pairs.image_paths[pairs.image_index[i]], spec)
-        assert idx == i and np.abs(x.numpy() - ref).max() <= 1e-6
+        got = to_model_input(x[None], store.spec)[0]
+        assert idx == i and np.array_equal(got.numpy(), ref)  # same float32 arithmetic as the kit: bit-exact
+        last = to_model_input(x[None], store.spec, channels_last=True)
+        assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last[0], got)
     uncached = ImageStore(pairs.image_paths, spec, use_cache=False)
     assert np.array_equal(uncached.get(2), store.get(2))
     # a touched file is a different key: the cache is rebuilt, never served stale
@@ -106,7 +112,7 @@ def test_loader_with_workers_gives_the_batches_in_order(tmp_path):
     seen = [(x, idx.tolist()) for x, idx in make_loader(PixelDataset(pairs, store, flip), batches, 2, seed=0)]
     assert [idx for _, idx in seen] == batches
     x0, _ = PixelDataset(pairs, store)[batches[0][0]]
-    assert np.array_equal(seen[0][0][0].numpy(), x0.numpy()[:, :, ::-1])  # flipped along width
+    assert np.array_equal(seen[0][0][0].numpy(), x0.numpy()[:, ::-1])  # HWC, flipped along width
     whole = np.concatenate([b.numpy() for b in image_batches(store, 5)])
     assert whole.shape == (len(pairs.image_paths), 3, 12, 12)
 

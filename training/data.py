@@ -197,7 +197,11 @@ class ImageStore:
 
 
 class PixelDataset:
-    """torch map-style dataset: row index -> (normalised CHW float32 pixels, row index)."""
+    """torch map-style dataset: row index -> (resized HWC uint8 pixels, row index).
+
+    Workers ship uint8, a quarter of float32's bytes; :func:`to_model_input` normalises on the training
+    device. At GPU rates (thousands of images/s) float32 batches through worker shared memory and the
+    pinned copy are what caps the loader, not decoding (timm's PrefetchLoader does the same)."""
 
     def __init__(self, pairs: PairSet, store: ImageStore, flip: np.ndarray | None = None):
         self.pairs, self.store, self.flip = pairs, store, flip
@@ -211,7 +215,23 @@ class PixelDataset:
         hwc = self.store.get(int(self.pairs.image_index[i]))
         if self.flip is not None and self.flip[i]:
             hwc = hwc[:, ::-1]
-        return torch.from_numpy(normalize(hwc, self.store.spec)), i
+        return torch.from_numpy(np.array(hwc)), i  # a copy: memmap rows are read-only
+
+
+def to_model_input(batch, spec: PreprocessSpec, device=None, channels_last: bool = False):
+    """[B, H, W, 3] uint8 -> the model's input on ``device``: the same float32 arithmetic, in the same
+    order, as :func:`lugha.preprocess.normalize` (so CPU results are bit-identical to the kit's)."""
+    import torch
+
+    x = batch.to(device, non_blocking=True) if device is not None else batch
+    if spec.dtype != "uint8":
+        mean = torch.tensor(spec.mean, dtype=torch.float32, device=x.device)
+        std = torch.tensor(spec.std, dtype=torch.float32, device=x.device)
+        x = (x.to(torch.float32) / 255.0 - mean) / std
+    if spec.layout == "NCHW":
+        x = x.permute(0, 3, 1, 2)  # a channels_last view already: NHWC memory is what channels_last wants
+        return x if channels_last else x.contiguous()
+    return x.contiguous()
 
 
 def collate(items):
@@ -227,8 +247,9 @@ def make_loader(dataset: PixelDataset, batches: Sequence[Sequence[int]], num_wor
     import torch
 
     g = torch.Generator().manual_seed(seed)
+    extra = {"persistent_workers": False, "prefetch_factor": 4} if num_workers else {}
     return torch.utils.data.DataLoader(dataset, batch_sampler=[list(b) for b in batches], collate_fn=collate,
-                                       num_workers=num_workers, generator=g, pin_memory=pin_memory)
+                                       num_workers=num_workers, generator=g, pin_memory=pin_memory, **extra)
 
 
 class NormalisedImages:

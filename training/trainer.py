@@ -24,7 +24,7 @@ import numpy as np
 from lugha.errors import ConfigError
 
 from . import checkpoint as ckpt
-from .data import ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader
+from .data import ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader, to_model_input
 from .evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
 from .feature_cache import (FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest,
                             image_inputs_key, text_inputs_key)
@@ -138,6 +138,8 @@ class Trainer:
             store.build(dc.num_workers, show_progress)
         self.img_frozen, self.txt_frozen = bool(self.model.image_tower_frozen), bool(self.model.text_tower_frozen)
         self.feats = self._cache_features(precision) if rt.feature_cache else {}
+        self._feats_dev: dict = {}
+        self._pending: list = []  # this epoch's losses not yet copied to the host
         self.frozen = frozen_modules(self.model)
         self.image_fn = torch.compile(self.model.image_features) if rt.compile else self.model.image_features
         self.text_fn = torch.compile(self.model.text_features) if rt.compile else self.model.text_features
@@ -219,21 +221,30 @@ class Trainer:
         m, dev, pairs = self.model, self.device, self.pairs["train"]
         with self.autocast():
             if ("train", "image") in self.feats:
-                rows = pairs.image_index[idx.numpy()]
-                img_f = torch.from_numpy(np.asarray(self.feats["train", "image"][rows])).to(dev)
+                img_f = self._cached("image", torch.from_numpy(pairs.image_index[idx.numpy()]))
             else:
-                pixels = pixels.to(dev, non_blocking=True)
-                if self.cfg.runtime.channels_last:
-                    pixels = pixels.contiguous(memory_format=torch.channels_last)
+                pixels = to_model_input(pixels, self.stores["train"].spec, dev, self.cfg.runtime.channels_last)
                 with torch.no_grad() if self.img_frozen else contextlib.nullcontext():
                     img_f = self.image_fn(pixels)
             if ("train", "text") in self.feats:
-                txt_f = torch.from_numpy(np.asarray(self.feats["train", "text"][idx.numpy()])).to(dev)
+                txt_f = self._cached("text", idx)
             else:
                 ids, mask = self.tokenizer([pairs.texts[i] for i in idx.tolist()])
                 with torch.no_grad() if self.txt_frozen else contextlib.nullcontext():
                     txt_f = self.text_fn(ids.to(dev), mask.to(dev))
             return m.loss(m.project_image(img_f), m.project_text(txt_f))
+
+    def _cached(self, side: str, rows):
+        """Rows of a cached feature table. On CUDA the table moves to the device once (24k captions x 384
+        fp32 is 37 MB): a per-step host gather + copy would cap head-only epochs at the PCIe round trip."""
+        import torch
+
+        key = ("train", side)
+        if self.device.type == "cuda":
+            if key not in self._feats_dev:
+                self._feats_dev[key] = torch.from_numpy(np.asarray(self.feats[key])).to(self.device)
+            return self._feats_dev[key][rows.to(self.device, non_blocking=True)]
+        return torch.from_numpy(np.asarray(self.feats[key][rows.numpy()]))
 
     def _optimizer_step(self) -> None:
         import torch
@@ -265,8 +276,18 @@ class Trainer:
         self.say(f"step {pos['step']}: val {lp.keep_best} {score:.4f}" + (" (best)" if better else ""))
         return better
 
+    def _flush_losses(self) -> None:
+        """Losses still on the device -> floats in the position (one sync for many steps)."""
+        if self._pending:
+            import torch
+
+            self.pos["losses"].extend(torch.stack(self._pending).float().cpu().tolist())
+            self._pending.clear()
+
     def save(self, best_too: bool) -> None:
         from .adapters import trainable_state_dict
+
+        self._flush_losses()  # the checkpoint's position carries the epoch's losses so far
 
         meta = {"step": self.pos["step"], "epoch": self.pos["epoch"], "frozen_digest": self.digest,
                 "metrics": self.last_eval["mean"] if self.last_eval else None}
@@ -303,15 +324,17 @@ class Trainer:
             for b, (pixels, idx) in enumerate(self._source(epoch, batches[start:]), start):
                 loss = self._loss(pixels, idx)
                 self.scaler.scale(loss / accum).backward()
-                pos["losses"].append(loss.item())
+                # a detached tensor, not loss.item(): .item() every step would stall the GPU queue on CUDA
+                self._pending.append(loss.detach())
                 bar.update(1)
                 if (b + 1) % accum:
                     continue
                 self._optimizer_step()
                 pos["step"], pos["batch"] = pos["step"] + 1, b + 1
-                step_loss, lr = float(np.mean(pos["losses"][-accum:])), self.sched.get_last_lr()[0]
-                bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
                 if pos["step"] % lp.log_every == 0 or pos["step"] == 1:
+                    self._flush_losses()
+                    step_loss, lr = float(np.mean(pos["losses"][-accum:])), self.sched.get_last_lr()[0]
+                    bar.set_postfix(loss=f"{step_loss:.4f}", lr=f"{lr:.2e}")
                     self.log.write({"kind": "train", "step": pos["step"], "epoch": epoch, "loss": step_loss, "lr": lr})
                 if b + 1 == len(batches):
                     break  # the epoch-end block validates and checkpoints
@@ -331,6 +354,7 @@ class Trainer:
                 break
             seconds.append(time.perf_counter() - t0)
             best_now = self.validate()
+            self._flush_losses()
             mean_loss = float(np.mean(pos["losses"])) if pos["losses"] else float("nan")
             self.log.write({"kind": "epoch", "step": pos["step"], "epoch": epoch, "seconds": seconds[-1],
                             "loss": mean_loss})
