@@ -16,7 +16,7 @@ from lugha.export import advisor  # noqa: E402
 from lugha.export.graph_runners import onnx_runner  # noqa: E402
 from lugha.export.onnx_export import export_onnx  # noqa: E402
 from lugha.export.onnx_quant import (convert_fp16, float_weights, quantize_image_static,  # noqa: E402
-                                     quantize_text_dynamic)
+                                     quantize_text_dynamic, round_keep_kernel_sums)
 from lugha.export.specs import SPECS, tolerance_for, torch_reference  # noqa: E402
 from lugha.parity import assert_parity, compare_outputs  # noqa: E402
 
@@ -152,3 +152,46 @@ def test_b0_keep_float_leaves_se_nodes_unquantized(exported, tmp_path):
     se_sigmoids = [n for n in kept if n.op_type == "Sigmoid"]
     assert se_sigmoids and all(getattr(producer.get(n.input[0]), "op_type", "") != "DequantizeLinear"
                                for n in se_sigmoids)
+
+
+def test_kernel_sum_rounding_keeps_each_kernel_sum_within_half_a_step():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(64, 1, 3, 3)) * rng.uniform(0.01, 2.0, size=(64, 1, 1, 1))
+    scale = np.abs(w).reshape(64, -1).max(1) / 127
+    v = w / scale[:, None, None, None]
+    q = round_keep_kernel_sums(w, scale)
+    assert np.array_equal(q, np.rint(q)) and np.abs(q).max() == 127  # integers, the scale's end kept
+    assert np.abs(q - v).max() < 1.0  # every tap stays within one step of its float value
+    sums = lambda a: a.reshape(64, -1).sum(1)  # noqa: E731
+    assert np.abs(sums(q) - sums(v)).max() <= 0.5 + 1e-9
+    assert np.abs(sums(np.rint(v)) - sums(v)).max() > 1.0  # plain rounding drifts (so this test can fail)
+    w1 = rng.normal(size=(8, 4, 1, 1))  # a 1x1 kernel has one tap: plain rounding
+    assert np.array_equal(round_keep_kernel_sums(w1, np.full(8, 0.01)), np.clip(np.rint(w1 / 0.01), -127, 127))
+
+
+def test_image_int8_rerounds_kxk_kernels_to_their_float_sums(exported, tmp_path):
+    from onnx import numpy_helper
+
+    _, models = exported
+    model, images, _, paths = models["test-tiny"]
+    fp32 = onnx.load(str(paths["image_encoder"]))
+    floats = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
+    n_kxk = sum(1 for n in fp32.graph.node if n.op_type == "Conv" and floats[n.input[1]].shape[2:] != (1, 1))
+    calib = [images["pixel_values"][:8], images["pixel_values"][8:]]
+    worst = {}
+    for keep in (True, False):
+        dst = tmp_path / f"img.{keep}.onnx"
+        report = quantize_image_static(paths["image_encoder"], dst, calib, keep_kernel_sums=keep)
+        assert (f"({n_kxk} convs)" in report.details["weights"]) == keep and n_kxk > 0
+        inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(dst)).graph.initializer}
+        errs = []
+        for name, q in inits.items():
+            if name.endswith("_quantized") and q.ndim == 4 and q.shape[2:] != (1, 1):
+                scale = inits[name[:-len("_quantized")] + "_scale"]
+                v = floats[name[:-len("_quantized")]] / scale.reshape(-1, 1, 1, 1)
+                errs.append(np.abs(q.astype(np.float64).reshape(*q.shape[:2], -1).sum(-1)
+                                   - v.reshape(*q.shape[:2], -1).sum(-1)).max())
+        assert len(errs) == n_kxk
+        worst[keep] = max(errs)
+        _parity("image_encoder", model, images, dst, "int8")
+    assert worst[True] <= 0.5 + 1e-6 < worst[False]

@@ -63,4 +63,46 @@ def test_image_tower_pt2e_int8_and_fp16(tiny, tmp_path):
         assert_parity(ref, out, tolerance_for(*spec.tolerances[precision], ref), f"image/{precision}")
         if precision == "int8":  # full-integer graph: the boundary's scale/zero point are recorded
             assert done.quantization["calibration_images"] == 8
-            assert set(done.quantization.get("io", {})) == set(io_quantization(done.path))
+            assert set(done.quantization.get("io", {})) == {"pixel_values", "image_embeds"} == set(
+                io_quantization(done.path, spec))
+            n_relu6 = sum(1 for m in model.image_tower.modules() if type(m).__name__ == "ReLU6")
+            assert f"{n_relu6} conv+ReLU/ReLU6 pairs observed after the clamp" in done.quantization["activations"]
+            assert "re-rounded to keep each kernel's sum" in done.quantization["weights"]
+            _same_as_the_runtime_session(done.path, spec, inputs, out)
+
+
+def _same_as_the_runtime_session(path, spec, inputs, out):
+    """The exporter's gate runner and the LiteRT runtime share lugha.tflite_io: identical outputs."""
+    from lugha.manifest import GraphSpec, TensorSpec
+    from lugha.runtimes.litert_backend import TfliteSession
+
+    g = GraphSpec(spec.name, "tflite", "int8", path.name, (TensorSpec("pixel_values", "float32", (1, 3, 32, 32)),),
+                  (TensorSpec("image_embeds", "float32", (1, out["image_embeds"].shape[1])),))
+    np.testing.assert_array_equal(TfliteSession(path, g).run(inputs)["image_embeds"], out["image_embeds"])
+
+
+def test_relu6_after_a_conv_gets_its_own_observer_not_the_convs(tiny):
+    """litert-torch's stock annotators let ReLU6 share the conv's observer (the int8 grid then spans the
+    pre-activation range); the exporter's quantizer observes after the clamp, which TFLite fuses."""
+    from lugha.export.tflite_export import _clamp_aware_quantizer
+    from torchao.quantization.pt2e import quantize_pt2e
+
+    model, _ = tiny
+    x = torch.randn(1, 3, 32, 32)
+    for aware in (True, False):
+        graph = torch.export.export(SPECS["image_encoder"].wrap(model), (), {"pixel_values": x}).module()
+        prepared = quantize_pt2e.prepare_pt2e(graph, _clamp_aware_quantizer(aware))
+        is_observer = lambda n: n.op == "call_module" and "activation_post_process" in str(n.target)  # noqa: E731
+
+        def producer(n):
+            p = n.args[0]
+            while is_observer(p):
+                p = p.args[0]
+            return p
+
+        clamps = [n for n in prepared.graph.nodes if n.op == "call_function" and "hardtanh" in str(n.target)
+                  and "conv" in str(producer(n).target)]
+        assert clamps and all(all(is_observer(u) for u in c.users) for c in clamps)
+        # clamp-aware: the conv feeds its clamp directly (no observer of the pre-activation); stock: observed
+        assert all(not is_observer(c.args[0]) for c in clamps) is aware
+        assert all(is_observer(c.args[0]) for c in clamps) is not aware
