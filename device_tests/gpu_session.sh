@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# One prepared GPU session: the training benchmark (#4) and the CUDA inference benchmark (#7), in that order,
+# each under its own time limit so a slow compile cannot eat the other's figures. Results land in $OUT
+# (default ./gpu-out): bench_training.json, bench_cuda.json, and the logs.
+#
+#   bash device_tests/gpu_session.sh [DEMO_MANIFEST]
+#
+# Needs torch (CUDA), transformers, timm, numpy, pillow, tokenizers; no network. lugha itself is used from this
+# checkout: an editable install when pip can do it offline, else a path finder (what an editable install is).
+# LUGHA_HOME should hold tokenizers/e5-small/tokenizer.json (the XLM-R vocabulary the text tower needs).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+DATA=${1:-}
+TRAIN_LIMIT=${TRAIN_LIMIT:-330}
+INFER_LIMIT=${INFER_LIMIT:-150}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv; nproc; python -V
+  python -c "import torch, transformers, timm; print('torch', torch.__version__, 'transformers', transformers.__version__, 'timm', timm.__version__)"
+} 2>&1 | tee "$OUT/machine.txt"
+
+if ! python -c "import lugha.training" 2>/dev/null; then
+  pip install -q --no-deps --no-build-isolation --no-index -e . >"$OUT/pip.log" 2>&1 || true
+fi
+if ! python -c "import lugha.training" 2>/dev/null; then
+  SHIM=$(mktemp -d)
+  cat >"$SHIM/sitecustomize.py" <<EOF
+import importlib.util, sys
+from pathlib import Path
+_ROOT = Path("$PWD")
+_MAP = {"lugha": "kit", "lugha.training": "training", "lugha.export": "export", "lugha.runtimes": "runtimes"}
+class _Finder:
+    def find_spec(self, name, path=None, target=None):
+        if name in _MAP:
+            d = _ROOT / _MAP[name]
+            return importlib.util.spec_from_file_location(name, d / "__init__.py", submodule_search_locations=[str(d)])
+        return None
+sys.meta_path.insert(0, _Finder())
+EOF
+  export PYTHONPATH="$SHIM${PYTHONPATH:+:$PYTHONPATH}"
+  echo "lugha from source through a path finder ($SHIM)" | tee -a "$OUT/machine.txt"
+fi
+python -c "import lugha, lugha.training; print('lugha', lugha.__version__, 'from', lugha.__file__)" 2>&1 | tee -a "$OUT/machine.txt"
+
+timeout "$TRAIN_LIMIT" python device_tests/bench_training.py ${DATA:+--data "$DATA"} --cache-dir /tmp/lugha-cache \
+  --json "$OUT/bench_training.json" 2>&1 | grep -v "Enum subclass" | tee "$OUT/bench_training.log"
+echo "bench_training exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench_training.log"
+
+timeout "$INFER_LIMIT" python device_tests/bench_cuda_inference.py --json "$OUT/bench_cuda.json" 2>&1 \
+  | grep -v "Enum subclass" | tee "$OUT/bench_cuda.log"
+echo "bench_cuda_inference exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench_cuda.log"
