@@ -3,8 +3,11 @@
 Routes (everything same-origin, every asset vendored under ``static/``):
   GET  /  /admin  /sw.js  /static/...   pages, scripts, translations, onnxruntime-web (allowlisted files)
   GET  /api/config                      session cookie + CSRF token, languages, on-phone model info
-  GET  /api/labels/LANG  /api/golden    label pack / golden samples for on-phone inference
-  GET  /gallery/N  /bundle/PATH         gallery thumbnails by index, the phone's ONNX graph (allowlisted)
+  GET  /api/labels/LANG  /api/golden    label pack / golden samples (?graph=image|text) for on-phone inference
+  GET  /api/gallery-index               the gallery's embeddings, for text -> image search on the phone
+  GET  /gallery/N  /bundle/PATH         gallery thumbnails by index, the phone's ONNX graphs + tokenizer.json
+                                        (allowlisted)
+  GET  /ca.crt                          the --self-signed CA certificate, for a phone to install
   POST /api/consent /api/image /api/upload /api/text /api/feedback          CSRF + same-origin + rate limit
   POST /api/admin/stats /api/admin/feedback.jsonl                             + the PIN given at start
 Nothing leaves the machine: no request is ever made to another host.
@@ -48,11 +51,12 @@ class FieldApp:
 
     def __init__(self, engine: FieldEngine, db: FeedbackDB, pin: str | None = None, rate: float = 5.0,
                  burst: int = 30, policy: UploadPolicy = UploadPolicy(), allowed_hosts: tuple[str, ...] = (),
-                 tls: bool = False, quiet: bool = False):
+                 tls: bool = False, quiet: bool = False, ca_cert: Path | None = None):
         self.engine, self.db, self.policy = engine, db, policy
         self.csrf, self.limiter, self.pin = CsrfGuard(), RateLimiter(rate, burst), PinGate(pin)
         self.allowed_hosts, self.scheme, self.quiet = tuple(h.lower() for h in allowed_hosts), \
             "https" if tls else "http", quiet
+        self.ca_cert = ca_cert  # public: what a phone installs to trust --self-signed
         self.files = static_files()
         self.version = asset_version(self.files)
         # the phone's model cache is keyed by app *and* bundle: a new bundle's graph and labels are fetched anew
@@ -88,17 +92,29 @@ class FieldServer(ThreadingHTTPServer):
         self.app = app
         super().__init__(address, FieldHandler)
 
+    def handle_error(self, request, client_address) -> None:
+        import ssl
+        import sys
 
-def make_server(app: FieldApp, host: str = "127.0.0.1", port: int = 8080, certfile: str | None = None,
-                keyfile: str | None = None) -> FieldServer:
+        err = sys.exc_info()[1]
+        if isinstance(err, (ssl.SSLError, ConnectionError, TimeoutError)):  # plain http to https, a dropped phone
+            if not self.app.quiet:
+                sys.stderr.write(f"[serve] {client_address[0]} connection: {type(err).__name__}: {err}\n")
+            return
+        super().handle_error(request, client_address)
+
+
+def make_server(app: FieldApp, host: str = "127.0.0.1", port: int = 8080, certfile: str | Path | None = None,
+                keyfile: str | Path | None = None) -> FieldServer:
     """A bound server (port 0 picks a free one: ``server.server_address``); call ``serve_forever()``."""
     server = FieldServer((host, port), app)
     if certfile:  # a secure context: phones only run service workers (offline mode) over https or localhost
-        import ssl
+        from .serve_tls import server_context
 
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(certfile, keyfile)
-        server.socket = ctx.wrap_socket(server.socket, server_side=True)
+        # the handshake happens in the request's thread (first read), under the handler's timeout: a slow
+        # or silent client never holds up accept()
+        server.socket = server_context(certfile, keyfile or certfile).wrap_socket(
+            server.socket, server_side=True, do_handshake_on_connect=False)
     return server
 
 

@@ -1,5 +1,7 @@
 """The model side of the field app: one opened bundle, the gallery index, and what the phone needs to
-run the image encoder itself (graph, pre-processing spec, label packs, golden samples).
+run the model itself: the image and text encoders (ONNX, int8 first), the pre-processing spec, the
+tokenizer (tokenizer.json + spec, for runtimes/static/tokenizer.js), label packs, the gallery's
+embeddings and the golden samples.
 
 Inference runs under one lock: a Pi has four cores and ONNX Runtime already uses them inside one call;
 two calls at once would only fight over them (and double the memory peak).
@@ -66,11 +68,14 @@ class FieldEngine:
         self.lock = threading.Lock()
         self.cache_dir = Path(cache_dir) if cache_dir else lugha_home() / "serve-cache"
         self.gallery: list[GalleryItem] = []
+        self._by_id: dict[int, GalleryItem] = {}
         self.gallery_index: EmbeddingIndex | None = None
         self.skipped: list[str] = []
+        self.gallery_key = ""
         if gallery is not None:
             self.index_gallery(Path(gallery))
-        self.phone_graph = self._phone_graph()
+        self.phone_graph = self._phone_graph("image_encoder")
+        self.phone_text_graph = self._phone_graph("text_encoder") if self.bundle.manifest.tokenizer else None
         self._thumbs: dict[int, bytes] = {}
 
     # -- languages -------------------------------------------------------------------------------------
@@ -101,8 +106,12 @@ class FieldEngine:
         with self.lock:
             query = self.bundle.embed_text([text], lang)
         scores, ids = self.gallery_index.search(query, k or self.k)
-        return [{"rank": r + 1, "id": int(i), "name": self.gallery[int(i)].name, "score": round(float(s), 5),
-                 "url": f"/gallery/{int(i)}"} for r, (s, i) in enumerate(zip(scores[0], ids[0]))]
+        return [{"rank": r + 1, "id": int(i), "name": self.gallery_item(int(i)).name, "score": round(float(s), 5),
+                 "url": self.gallery_url(int(i))} for r, (s, i) in enumerate(zip(scores[0], ids[0]))]
+
+    def gallery_url(self, item_id: int) -> str:
+        # the index key in the URL: a phone's cached thumbnail never outlives the gallery it came from
+        return f"/gallery/{item_id}?v={self.gallery_key}"
 
     # -- gallery ---------------------------------------------------------------------------------------
     def _gallery_key(self, items: list[GalleryItem]) -> str:
@@ -123,11 +132,13 @@ class FieldEngine:
         if not folder.is_dir():
             raise DataError(f"--gallery {folder}: not a folder")
         items = list_gallery(folder)
-        cache = self.cache_dir / f"gallery-{self._gallery_key(items)}.npz"
+        self.gallery_key = self._gallery_key(items)
+        cache = self.cache_dir / f"gallery-{self.gallery_key}.npz"
         if cache.is_file():
             index = EmbeddingIndex.load(cache)
             keep = {str(i) for i in index.ids}
             self.gallery = [it for it in items if str(it.id) in keep]
+            self._by_id = {it.id: it for it in self.gallery}
             self.gallery_index = index
             return
         good, vectors = [], []
@@ -141,6 +152,7 @@ class FieldEngine:
                 vectors.append(self.bundle.embed_image([image])[0])
             good.append(it)
         self.gallery = good
+        self._by_id = {it.id: it for it in good}
         dim = vectors[0].shape[0] if vectors else 1
         self.gallery_index = EmbeddingIndex.from_embeddings(np.stack(vectors) if vectors else np.zeros((0, dim)),
                                                             ids=np.array([it.id for it in good], np.int64))
@@ -150,7 +162,7 @@ class FieldEngine:
         os.replace(tmp, cache)
 
     def gallery_item(self, item_id: int) -> GalleryItem | None:
-        return next((it for it in self.gallery if it.id == item_id), None)
+        return self._by_id.get(item_id)
 
     def thumbnail(self, item_id: int) -> bytes | None:
         """A small JPEG of a gallery image (phones on a hotspot should not pull 5 MB originals)."""
@@ -172,9 +184,9 @@ class FieldEngine:
         return self._thumbs[item_id]
 
     # -- on-phone mode ---------------------------------------------------------------------------------
-    def _phone_graph(self) -> GraphSpec | None:
-        """The ONNX image encoder a phone should fetch: int8 when the bundle has it (smallest)."""
-        onnx = [g for g in self.bundle.manifest.graphs if g.name == "image_encoder" and g.format == "onnx"]
+    def _phone_graph(self, name: str) -> GraphSpec | None:
+        """The ONNX graph of a role a phone should fetch: int8 when the bundle has it (smallest)."""
+        onnx = [g for g in self.bundle.manifest.graphs if g.name == name and g.format == "onnx"]
         for precision in ("int8", "fp32", "fp16"):
             for g in onnx:
                 if g.precision == precision:
@@ -183,38 +195,73 @@ class FieldEngine:
 
     def phone_files(self) -> dict[str, Path]:
         """Bundle paths a phone may download (the allowlist for /bundle/...)."""
-        if self.phone_graph is None:
-            return {}
-        return {self.phone_graph.file: resolve_in_bundle(self.bundle.root, self.phone_graph.file)}
+        files = [g.file for g in (self.phone_graph, self.phone_text_graph) if g is not None]
+        if self.phone_text_graph is not None:
+            files.append(self.bundle.manifest.tokenizer.file)  # type: ignore[union-attr]
+        return {f: resolve_in_bundle(self.bundle.root, f) for f in files}
+
+    def _file_info(self, rel: str) -> dict:
+        entry = self.bundle.manifest.file(rel)
+        return {"url": f"/bundle/{rel}", "bytes": entry.size, "sha256": entry.sha256}
+
+    def _graph_info(self, g: GraphSpec) -> dict:
+        return {**self._file_info(g.file), "precision": g.precision, "key": g.key,
+                "inputs": [t.name for t in g.inputs], "outputs": [t.name for t in g.outputs],
+                "input_shape": list(g.inputs[0].shape), "layout": g.inputs[0].layout,
+                "tolerance": {"max_abs": g.tolerance.max_abs, "min_cosine": g.tolerance.min_cosine}}
 
     def phone_info(self) -> dict:
         g = self.phone_graph
         if g is None:
             return {"available": False, "reason": "this bundle has no ONNX image encoder"}
-        entry = self.bundle.manifest.file(g.file)
         pre = self.bundle.manifest.preprocess
-        shape = next(t.shape for t in g.inputs if t.name == "pixel_values")
-        layout = next(t.layout for t in g.inputs if t.name == "pixel_values") or pre.layout
-        return {"available": True, "graph": {"url": f"/bundle/{g.file}", "bytes": entry.size, "sha256": entry.sha256,
-                                             "precision": g.precision, "key": g.key, "input_shape": list(shape),
-                                             "layout": layout},
+        graph = self._graph_info(g)
+        graph["layout"] = next(t.layout for t in g.inputs if t.name == "pixel_values") or pre.layout
+        graph["input_shape"] = list(next(t.shape for t in g.inputs if t.name == "pixel_values"))
+        info = {"available": True, "graph": graph,
                 "preprocess": {"size": pre.size, "resize": pre.resize, "crop_pct": pre.crop_pct,
                                "interpolation": pre.interpolation, "mean": list(pre.mean), "std": list(pre.std),
                                "layout": pre.layout, "dtype": pre.dtype, "fill": list(pre.fill)},
                 "labels": {lang: f"/api/labels/{lang}" for lang in self.bundle.label_languages()},
-                "tolerance": {"max_abs": g.tolerance.max_abs, "min_cosine": g.tolerance.min_cosine}}
+                "tolerance": graph["tolerance"], "text": self._phone_text_info()}
+        return info
+
+    def _phone_text_info(self) -> dict:
+        """What text -> image search on the phone needs: the text graph, tokenizer.json and its spec."""
+        from .._schema import to_dict
+
+        tg, spec = self.phone_text_graph, self.bundle.manifest.tokenizer
+        if tg is None or spec is None:
+            return {"available": False, "reason": "this bundle has no ONNX text encoder and tokenizer"}
+        return {"available": True, "graph": self._graph_info(tg), "tokenizer": self._file_info(spec.file),
+                "spec": to_dict(spec), "gallery": {"url": "/api/gallery-index", "size": len(self.gallery),
+                                                    "key": self.gallery_key}}
+
+    def gallery_index_json(self) -> dict:
+        """The gallery's embeddings (as the server scores them) for text search on the phone."""
+        index = self.gallery_index
+        if index is None or not len(index):
+            raise DataError("no gallery: start `lugha serve` with --gallery DIR to search images by text")
+        vectors = index.vectors.astype(np.float32)
+        if index.precision == "int8":  # the server scores (q @ v) * scale: hand the phone v * scale
+            vectors = vectors * index.scales[:, None]
+        ids = [int(i) for i in index.ids]
+        return {"key": self.gallery_key, "ids": ids, "names": [self.gallery_item(i).name for i in ids],
+                "urls": [self.gallery_url(i) for i in ids], "embeds": _b64(vectors)}
 
     def label_pack_json(self, lang: str) -> dict:
         labels, embeds = self.bundle.label_pack(self.check_lang(lang))
         return {"lang": lang, "labels": labels, "embeds": _b64(embeds)}
 
-    def golden_json(self) -> dict:
-        """The phone graph's golden inputs and outputs (PyTorch's), for the on-phone parity check."""
-        g = self.phone_graph
+    def golden_json(self, which: str = "image") -> dict:
+        """A phone graph's golden inputs and outputs (PyTorch's), for the on-phone parity check."""
+        g = self.phone_text_graph if which == "text" else self.phone_graph
         if g is None or g.golden is None:
-            raise DataError("this bundle has no golden samples for its ONNX image encoder")
+            raise DataError(f"this bundle has no golden samples for its ONNX {which} encoder")
         with np.load(resolve_in_bundle(self.bundle.root, g.golden.inputs), allow_pickle=False) as z:
-            ins = {k: _b64(z[k]) for k in z.files}
+            ins = {k: _b64(z[k]) if z[k].dtype.kind == "f" else {"shape": list(z[k].shape), "dtype": "int64",
+                                                                  "data": z[k].astype(np.int64).ravel().tolist()}
+                   for k in z.files}
         with np.load(resolve_in_bundle(self.bundle.root, g.golden.outputs), allow_pickle=False) as z:
             outs = {k: _b64(z[k]) for k in z.files}
         tol = g.tolerance

@@ -214,7 +214,19 @@ class FieldHandler(BaseHTTPRequestHandler):
         self._json(self.app.engine.label_pack_json(lang))
 
     def get_golden(self, query) -> None:
-        self._json(self.app.engine.golden_json())
+        which = (query.get("graph") or ["image"])[0]
+        if which not in ("image", "text"):
+            raise RequestRejected(400, f"graph: expected image or text, got {which[:20]!r}")
+        self._json(self.app.engine.golden_json(which))
+
+    def get_ca_cert(self, query) -> None:
+        if self.app.ca_cert is None:
+            raise RequestRejected(404, "not found")
+        self._send(200, self.app.ca_cert.read_bytes(), "application/x-x509-ca-cert",
+                   {"Content-Disposition": 'attachment; filename="lugha-field-ca.crt"', "Cache-Control": "no-cache"})
+
+    def get_gallery_index(self, query) -> None:
+        self._json(self.app.engine.gallery_index_json())
 
     def get_gallery(self, query, item: str) -> None:
         body = self.app.engine.thumbnail(int(item))
@@ -347,7 +359,9 @@ class FieldHandler(BaseHTTPRequestHandler):
 
 GET_ROUTES = [(re.compile(p), f) for p, f in (
     (r"/api/config", FieldHandler.get_config), (r"/api/labels/([A-Za-z0-9-]{1,35})", FieldHandler.get_labels),
-    (r"/api/golden", FieldHandler.get_golden), (r"/gallery/([0-9]{1,9})", FieldHandler.get_gallery),
+    (r"/api/golden", FieldHandler.get_golden), (r"/api/gallery-index", FieldHandler.get_gallery_index),
+    (r"/ca\.crt", FieldHandler.get_ca_cert),
+    (r"/gallery/([0-9]{1,9})", FieldHandler.get_gallery),
     (r"/bundle/([A-Za-z0-9_./-]{1,200})", FieldHandler.get_bundle))]
 POST_ROUTES = [(re.compile(p), f) for p, f in (
     (r"/api/consent", FieldHandler.post_consent), (r"/api/image", FieldHandler.post_image),

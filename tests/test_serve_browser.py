@@ -1,7 +1,8 @@
 """The field app in a real browser (tests/browser/flows.mjs: playwright-core driving Debian's chromium,
 headless, phone viewport): consent, photo -> words, text -> gallery, judgments found in SQLite, on-phone
 inference (onnxruntime-web) matching the server and the golden samples, pre-processing ported to JS
-matching lugha.preprocess, and a reload with the network off that still classifies a photo.
+matching lugha.preprocess, text search on the phone (tokenizer.js + the int8 text graph) giving the
+server's top-k, and a reload with the network off that still classifies a photo and searches by text.
 
 Skips, saying why, when chromium, node, playwright-core or the vendored onnxruntime-web is missing.
 ``LUGHA_SCREENSHOTS=DIR`` keeps the screenshots there; ``LUGHA_BROWSER_BUNDLE=DIR`` runs the same flows
@@ -55,6 +56,12 @@ def _rotated_jpeg() -> bytes:
     return buf.getvalue()
 
 
+# Text queries for the phone-vs-server check: the tiny bundle's words, unknown words, punctuation, case,
+# and Swahili captions for a real bundle (LUGHA_BROWSER_BUNDLE).
+TEXT_QUERIES = ["paka mdogo", "a photo of a cat", "mbwa na ndege", "fish", "ndege ndege paka", "Paka, mbwa!",
+                "  samaki  ", "bird dog cat fish photo of a", "uso wenye tabasamu", "bendera ya Kenya"]
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(_missing() is not None, reason=_missing() or "")
 def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
@@ -72,6 +79,10 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
         bundle = app.engine.bundle
         server_emb = bundle.embed_image([Image.open(png)])[0]
         server_top = [label for label, _ in bundle.classify(image=Image.open(png), lang="sw", k=5)]
+        queries = TEXT_QUERIES
+        server_text = {q: {"ids": [r["id"] for r in app.engine.search_text(q, "sw", 5)],
+                           "input_ids": bundle.tokenizer.encode_batch([q])[0][0].tolist(),
+                           "embedding": [float(x) for x in bundle.embed_text([q])[0]]} for q in queries}
         specs = {"bundle": bundle.manifest.preprocess,
                  "bilinear224": PreprocessSpec(size=224),
                  "bicubic_crop": PreprocessSpec(size=96, interpolation="bicubic", crop_pct=0.875),
@@ -83,7 +94,7 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
                       "expected": _f32(preprocess_image(jpg, specs["bilinear224"]))})
         case = {"base": base, "chromium": CHROMIUM, "lang": "sw", "expect_tab_photo": sw["tab_photo"],
                 "photo_png": str(png), "photo_jpg": str(jpg), "query": "paka mdogo", "better_caption": "paka mweusi",
-                "pixel_cases": cases, "server_embedding": [float(x) for x in server_emb],
+                "pixel_cases": cases, "server_embedding": [float(x) for x in server_emb], "server_text": server_text,
                 "out": str(tmp_path / "flows.out.json"), "screenshot": str(shots / "lugha-serve-main.png"),
                 **{f"screenshot_{k}": str(shots / f"lugha-serve-{k}.png") for k in ("consent", "text", "offline", "failure")}}
         (tmp_path / "case.json").write_text(json.dumps(case))
@@ -114,9 +125,23 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
     assert pv["max_abs"] <= tol.max_abs and pv["cosine"] >= tol.min_cosine, pv
     assert pv["phone_labels"] == server_top and out["phone_ui_labels"] == server_top
     assert out["phone_ui_where"] == sw["ran_on_phone"]
-    # network off: the page came from the service worker's cache and still classified the photo
+    # text on the phone: tokenizer.js gives the server's input_ids, the int8 text graph in WebAssembly its
+    # embedding (within the graph's tolerance), the gallery search its top-k, in the page too
+    tol_text = app.engine.phone_text_graph.tolerance
+    assert next(s for s in out["steps"] if s["name"] == "golden")["text"]["ok"]
+    agree = 0
+    for q, want in server_text.items():
+        got = out["phone_text"][q]
+        assert got["input_ids"] == want["input_ids"], (q, got["input_ids"], want["input_ids"])
+        assert got["max_abs"] <= tol_text.max_abs and got["cosine"] >= tol_text.min_cosine, (q, got)
+        agree += got["ids"] == want["ids"]
+    print(f"phone text search: top-5 identical to the server's for {agree}/{len(server_text)} queries")
+    assert agree == len(server_text), {q: (out["phone_text"][q]["ids"], w["ids"]) for q, w in server_text.items()}
+    assert out["phone_ui_text"] == server_text[case["query"]]["ids"] and out["phone_ui_text_where"] == sw["ran_on_phone"]
+    # network off: the page came from the service worker's cache, still classified the photo, still searched
     assert out["offline_banner"] and out["offline_labels"] == server_top and not out["offline_feedback_visible"]
-    assert out["offline_text_status"] == sw["offline"]
+    assert out["offline_text_ids"] == server_text[case["query"]]["ids"] and out["offline_text_where"] == sw["ran_on_phone"]
+    assert out["offline_text_images_loaded"] >= 1  # thumbnails seen online came from the worker's cache
     noise = ("ERR_INTERNET_DISCONNECTED", "Failed to load resource", "Failed to fetch")
     assert [e for e in out["page_errors"] if not any(n in e for n in noise)] == []
     assert Path(case["screenshot"]).stat().st_size > 10_000

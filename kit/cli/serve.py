@@ -11,18 +11,20 @@ HELP = "Serve the offline field app for native-speaker testing."
 DESCRIPTION = """A mobile web app for testing a bundle with native speakers, with no internet at all: testers take
 a photo and judge the labels in their language, or type a caption and judge the gallery images it finds.
 Judgments (correct / wrong, culturally appropriate, a better caption) are stored only after consent, in
-a local SQLite file, and never sent anywhere. On-phone mode runs the image encoder in the phone's browser
-(onnxruntime-web, cached for offline use); text is embedded on the server.
+a local SQLite file, and never sent anywhere. On-phone mode runs the model in the phone's browser
+(onnxruntime-web; text tokenised in JS from the bundle's tokenizer.json), cached for offline use.
 
   lugha serve bundles/demo                                   # http://127.0.0.1:8080 on this machine
   lugha serve bundles/demo --gallery photos/ --db field.sqlite
-  lugha serve bundles/demo --host 192.168.4.1 --pin 4821     # the Pi's hotspot address, admin PIN
-  lugha serve bundles/demo --host 192.168.4.1 --cert pi.crt --key pi.key   # https: offline mode on phones
+  lugha serve bundles/demo --host 192.168.4.1 --pin 4821 --self-signed   # the Pi's hotspot, https, admin PIN
+  lugha serve bundles/demo --host 192.168.4.1 --tls-cert pi.crt --tls-key pi.key   # your own certificate
   lugha feedback report --db field.sqlite --bundle bundles/demo            # afterwards: human vs automatic
 
-Binds only where told (default 127.0.0.1). Phones keep the app and the model for offline use only in a
-secure context: https (--cert/--key, e.g. `openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj
-/CN=192.168.4.1 -addext subjectAltName=IP:192.168.4.1 -keyout pi.key -out pi.crt`) or localhost.
+Binds only where told (default 127.0.0.1). Phones keep the app and the model for offline use, and open
+the camera, only in a secure context: https or localhost. --self-signed makes a private CA and a
+certificate for --host (and --allow-host names) beside the database (field.sqlite -> field.tls/), reused
+on restart, and prints the CA's SHA-256 fingerprint: on each phone open https://HOST:PORT/ca.crt, check
+the fingerprint, install it (Android: Settings > Security > Install a certificate > CA certificate).
 """
 
 
@@ -49,8 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest photo in pixels (default 40M)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="extra Host name the app may be reached by (e.g. pi.local); repeatable")
-    parser.add_argument("--cert", default=None, help="TLS certificate (PEM) for https")
-    parser.add_argument("--key", default=None, help="TLS private key (PEM) for https")
+    parser.add_argument("--tls-cert", "--cert", dest="tls_cert", default=None,
+                        help="TLS certificate (PEM, chain after it) for https")
+    parser.add_argument("--tls-key", "--key", dest="tls_key", default=None, help="its private key (PEM)")
+    parser.add_argument("--self-signed", action="store_true",
+                        help="https with a private CA and certificate for --host, made (or reused) beside --db")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")
 
 
@@ -63,8 +68,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.pin is not None and len(args.pin) < 4:
         raise ConfigError("--pin", "use at least 4 characters")
-    if bool(args.cert) != bool(args.key):
-        raise ConfigError("--cert/--key", "give both or neither")
+    tls = _tls_files(args)
     engine = FieldEngine(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
                          gallery=args.gallery, cache_dir=args.cache_dir, k=args.k)
     for why in engine.skipped:
@@ -72,10 +76,13 @@ def run(args: argparse.Namespace) -> int:
     db = FeedbackDB(args.db)
     policy = UploadPolicy(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
     app = FieldApp(engine, db, pin=args.pin, rate=args.rate_limit, burst=args.burst, policy=policy,
-                   allowed_hosts=tuple(args.allow_host), tls=bool(args.cert), quiet=args.quiet)
-    server = make_server(app, args.host, args.port, args.cert, args.key)
+                   allowed_hosts=tuple(args.allow_host), tls=tls is not None, quiet=args.quiet,
+                   ca_cert=tls.ca_cert if tls else None)
+    server = make_server(app, args.host, args.port, tls.cert if tls else None, tls.key if tls else None)
     host, port = server.server_address[:2]
-    scheme = "https" if args.cert else "http"
+    scheme = "https" if tls else "http"
+    if tls is not None:
+        _say_tls(tls, f"{scheme}://{host}:{port}")
     info = engine.describe()
     print(f"lugha serve: {info['model']} on {info['backend']}/{info['precision']}, languages "
           f"{', '.join(info['languages'])}, gallery {info['gallery_size']} images, db {args.db}", flush=True)
@@ -96,3 +103,31 @@ def run(args: argparse.Namespace) -> int:
         server.server_close()
         db.close()
     return 0
+
+
+def _tls_files(args: argparse.Namespace):
+    """The certificate to serve https with (--tls-cert/--tls-key, or --self-signed), or None for http."""
+    from ..errors import ConfigError
+    from ..runtimes.serve_tls import given_files, self_signed, tls_folder
+
+    if args.self_signed:
+        if args.tls_cert or args.tls_key:
+            raise ConfigError("--self-signed", "use either --self-signed or --tls-cert/--tls-key, not both")
+        if args.host in ("0.0.0.0", "::", ""):
+            raise ConfigError("--host", f"{args.host!r} is every address: --self-signed needs the one phones use, "
+                                        "e.g. --host 192.168.4.1 (or add --allow-host NAME)")
+        return self_signed(tls_folder(args.db), [args.host, *args.allow_host, "localhost", "127.0.0.1"])
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert/--tls-key", "give both or neither")
+    return given_files(args.tls_cert, args.tls_key) if args.tls_cert else None
+
+
+def _say_tls(tls, base: str) -> None:
+    if tls.ca_cert is None:
+        print(f"lugha serve: https with {tls.cert} (SHA-256 {tls.fingerprint})", flush=True)
+        return
+    state = "made" if tls.created else "reused"
+    print(f"lugha serve: https with a self-signed certificate for {', '.join(tls.hosts)} ({state}, {tls.cert.parent})\n"
+          f"lugha serve: CA certificate SHA-256 fingerprint {tls.fingerprint}\n"
+          f"lugha serve: on each phone open {base}/ca.crt, check that fingerprint, install it as a CA certificate",
+          flush=True)

@@ -2,11 +2,14 @@
 
 Built fully offline from sources installed once (``scripts/fetch_demo_sources.sh``, see
 :mod:`lugha.data.emoji_sources`): one RGB PNG per emoji from Noto Color Emoji, paired with its CLDR name
-(``text``) and keywords in every language; the CLDR group is the classification label. Splits are by
-emoji (hash of seed + code points), so no picture is ever in two splits whatever languages are chosen.
+(``text``) and keywords in every language; the Unicode group is the classification label, and
+``labels.json`` beside the manifest names each group in each language (CLDR, :mod:`lugha.data.group_names`)
+so label prompts and label packs are in the local language. Splits are by emoji (hash of seed + code
+points), so no picture is ever in two splits whatever languages are chosen.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -16,6 +19,7 @@ from typing import Iterable
 from ..errors import ConfigError
 from ..progress import progress
 from . import emoji_sources as src
+from .group_names import group_names
 from .records import SPLITS, Record, write_manifest
 from .split import split_of  # the same hash split as `lugha data split`, so re-splitting is a no-op
 
@@ -26,6 +30,7 @@ NAMED_LANGS = ("en", "ha", "yo", "ig", "sw", "am", "so", "zu", "wo", "hi", "bn",
 EXTRA_LANGS = ("pcm", "ak", "ti")
 DEFAULT_LANGS = NAMED_LANGS + EXTRA_LANGS
 LICENSES_DIR = Path(__file__).with_name("LICENSES")
+LABEL_NAMES_FILE = "labels.json"  # read by lugha.training.evaluate.load_label_names
 
 
 def parse_langs(langs: str | Iterable[str] | None) -> list[str]:
@@ -57,6 +62,17 @@ def _has_image(path: Path, size: int) -> bool:
             return im.size == (size, size) and im.mode == "RGB"
     except (OSError, ValueError):
         return False
+
+
+def write_label_names(path: Path, langs: list[str], groups: set[str]) -> dict[str, int]:
+    """``labels.json``: ``{lang: {group: local name}}`` for the groups in the data; returns how many groups
+    each language has a local name for (the rest keep the English group name)."""
+    names = {lang: {g: n for g, n in sorted(group_names(lang).items()) if g in groups} for lang in langs}
+    names = {lang: m for lang, m in names.items() if m}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+    return {lang: len(names.get(lang, {})) for lang in langs}
 
 
 def build_demo(out, langs=None, limit: int | None = None, image_size: int = 128, seed: int = 0,
@@ -101,6 +117,7 @@ def build_demo(out, langs=None, limit: int | None = None, image_size: int = 128,
                     split=split[e.codepoints], label=e.group, subgroup=e.subgroup, group=e.codepoints,
                     keywords=ann.keywords, meta={"emoji": e.emoji}))
     write_manifest(out / "manifest.jsonl", records)
+    translated = write_label_names(out / LABEL_NAMES_FILE, langs, {e.group for e in kept})
     shutil.copytree(LICENSES_DIR, out / "LICENSES", dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns("__pycache__"))
 
@@ -116,6 +133,8 @@ def build_demo(out, langs=None, limit: int | None = None, image_size: int = 128,
         "languages": per_lang,
         "splits": {s: {"emoji": sum(v == s for v in split.values()), "pairs": sum(r.split == s for r in records)}
                    for s in SPLITS},
+        "label_names": {"file": str(out / LABEL_NAMES_FILE), "groups": len({e.group for e in kept}),
+                        "translated": translated},
         "images": {"rendered": rendered, "reused": len(kept) - rendered, "skipped": skipped},
         "image_size": image_size,
         "seed": seed,

@@ -79,7 +79,7 @@ function renderStatus() {
   $('#phone-box').hidden = !p.available;
   $('#phone-unavailable').hidden = !!p.available;
   if (p.available) {
-    $('#phone-size').textContent = t('on_phone_download', { size: `${(p.graph.bytes / 1e6).toFixed(1)} MB` });
+    $('#phone-size').textContent = t('on_phone_download', { size: `${(phone.downloadBytes(p) / 1e6).toFixed(1)} MB` });
     $('#phone-toggle').checked = state.onPhone;
     $('#phone-check').hidden = !phone.isReady(p) || state.offline;
   }
@@ -194,17 +194,22 @@ async function onPhoto(file) {
 
 async function onSearch(text) {
   const grid = $('#text-results');
-  if (state.offline) { $('#text-status').textContent = t('offline'); return; } // text is embedded on the server
+  const onPhone = state.onPhone && phone.isTextReady(state.config.phone);
+  if (state.offline && !onPhone) { $('#text-status').textContent = t('offline'); return; }
   $('#text-status').textContent = t('working');
   try {
-    const data = await post('/api/text', { text, lang: state.lang, k: state.config.engine.k });
+    const k = state.config.engine.k;
+    const data = onPhone ? { ...(await phone.searchText(state.config.phone, text, k)), lang: state.lang }
+      : await post('/api/text', { text, lang: state.lang, k });
+    state.lastSearch = { ...data, where: onPhone ? 'phone' : 'server' };
+    $('#text-where').textContent = t(onPhone ? 'ran_on_phone' : 'ran_on_server');
     grid.replaceChildren();
     for (const r of data.results) {
       const li = document.createElement('li');
       const img = document.createElement('img');
       img.src = r.url; img.alt = r.name; img.loading = 'lazy';
       li.append(img, scoreBar(r.score), feedbackForm(async () => ({
-        mode: 'text', lang: data.lang, query_text: text, result: r.id, rank: r.rank, score: r.score })));
+        mode: 'text', lang: data.lang, query_text: text, result: r.id, rank: r.rank, score: r.score, on_phone: onPhone })));
       grid.append(li);
     }
     $('#text-status').textContent = data.results.length ? '' : t('no_results');
@@ -230,11 +235,17 @@ async function enablePhone(on) {
   renderStatus();
 }
 
+// The golden samples of every graph on the phone (image, and text when it runs here); returns the image
+// result with the text one under .text.
 async function checkPhone() {
   const out = $('#phone-status');
   out.textContent = t('working');
-  const res = await phone.goldenCheck(state.config.phone);
-  out.textContent = `${res.ok ? t('check_ok') : t('check_fail')}: max |Δ| ${res.max_abs.toExponential(2)}, cos ${res.min_cosine.toFixed(5)}`;
+  const res = await phone.goldenCheck(state.config.phone, 'image');
+  const all = [res];
+  if (phone.isTextReady(state.config.phone)) all.push(res.text = await phone.goldenCheck(state.config.phone, 'text'));
+  const ok = all.every((r) => r.ok);
+  out.textContent = `${ok ? t('check_ok') : t('check_fail')}: ` + all.map((r) =>
+    `${r.graph.split('/')[0]} max |Δ| ${r.max_abs.toExponential(2)}, cos ${r.min_cosine.toFixed(5)}`).join('; ');
   return res;
 }
 window.lugha.checkPhone = checkPhone;

@@ -4,7 +4,11 @@
 const VERSION = '__ASSET_VERSION__';
 const SHELL = `lugha-shell-${VERSION}`;
 const SHELL_FILES = ['/', '/static/app.css', '/static/app.js', '/static/phone.js', '/static/preprocess.js',
+                     '/static/tokenizer.js', '/static/tokenizer_models.js', '/static/tokenizer_charsmap.js',
                      '/static/i18n/en.json', '/static/icon.svg', '/manifest.webmanifest'];
+// Gallery thumbnails, kept as they are seen: offline text search on the phone shows them. Their URLs
+// carry the gallery's index key, so a new gallery never shows an old picture.
+const GALLERY = 'lugha-gallery';
 const NETWORK_FIRST = ['/', '/admin']; // API reads are left to the page, which knows when it is offline
 const TIMEOUT_MS = 4000; // a Pi out of reach on a hotspot hangs rather than fails: do not wait forever
 
@@ -35,11 +39,11 @@ async function networkFirst(request) {
   }
 }
 
-async function cacheFirst(request) {
+async function cacheFirst(request, cacheName = SHELL) {
   const hit = await caches.match(request);
   if (hit) return hit;
   const resp = await fetch(request);
-  if (resp.ok && new URL(request.url).pathname.startsWith('/static/')) (await caches.open(SHELL)).put(request, resp.clone());
+  if (resp.ok) (await caches.open(cacheName)).put(request, resp.clone());
   return resp;
 }
 
@@ -51,5 +55,7 @@ self.addEventListener('fetch', (event) => {
     event.respondWith(networkFirst(request));
   } else if (url.pathname.startsWith('/static/')) { // the model (/bundle/) is cached by the page itself
     event.respondWith(cacheFirst(request));
+  } else if (url.pathname.startsWith('/gallery/') && url.searchParams.has('v')) {
+    event.respondWith(cacheFirst(request, GALLERY));
   }
 });

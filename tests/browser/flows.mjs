@@ -94,23 +94,30 @@ async function main() {
     // 5. on-phone mode: fetch the int8 graph once, run it in WebAssembly
     await page.click('[data-tab=photo]');
     await page.check('#phone-toggle');
-    await page.waitForFunction(() => window.lugha.phone.isReady(window.lugha.state.config.phone), null, { timeout: 60000 });
+    await page.waitForFunction(() => { const L = window.lugha, p = L.state.config.phone; return L.phone.isReady(p) && L.phone.isTextReady(p); },
+      null, { timeout: 60000 }).catch(async () => fail(`phone not ready: ${await page.textContent('#phone-status')} / ${await page.evaluate(() => window.lugha.phone.textReason())}`));
     const golden = await page.evaluate(() => window.lugha.checkPhone());
-    if (!golden.ok) fail(`golden samples differ on the phone: ${JSON.stringify(golden)}`);
+    if (!golden.ok || !golden.text || !golden.text.ok) fail(`golden samples differ on the phone: ${JSON.stringify(golden)}`);
     step('golden', golden);
-    const parity = await page.evaluate(async ({ cases, png, jpg }) => {
-      const L = window.lugha, res = {};
+    const parity = await page.evaluate(async ({ cases, png, jpg, queries }) => {
+      const L = window.lugha, res = {}, text = {};
       const blob = (data, type) => new Blob([Uint8Array.from(atob(data), (c) => c.charCodeAt(0))], { type });
       const images = { png: blob(png, 'image/png'), jpg: blob(jpg, 'image/jpeg') };
       for (const c of cases) res[c.name] = Array.from(await L.preprocess.preprocessBlob(images[c.image], c.spec, c.spec.layout));
       const phoneRun = await L.phone.classify(L.state.config.phone, images.png, L.state.lang, 5);
-      return { pixels: res, phone: phoneRun };
-    }, { cases: cfg.pixel_cases, png: b64(cfg.photo_png), jpg: b64(cfg.photo_jpg) });
+      for (const q of queries) text[q] = await L.phone.searchText(L.state.config.phone, q, 5);
+      return { pixels: res, phone: phoneRun, text };
+    }, { cases: cfg.pixel_cases, png: b64(cfg.photo_png), jpg: b64(cfg.photo_jpg), queries: Object.keys(cfg.server_text) });
     out.pixels = {};
     for (const c of cfg.pixel_cases) out.pixels[c.name] = { ...compare(parity.pixels[c.name], f32(c.expected)), image: c.image };
     out.phone_vs_server = { ...compare(parity.phone.embedding, cfg.server_embedding),
                             phone_labels: parity.phone.results.map((r) => r.label) };
-    step('parity', { pixels: out.pixels, phone_vs_server: out.phone_vs_server });
+    out.phone_text = {};
+    for (const [q, want] of Object.entries(cfg.server_text)) {
+      const got = parity.text[q];
+      out.phone_text[q] = { ...compare(got.embedding, want.embedding), ids: got.results.map((r) => r.id), input_ids: got.input_ids };
+    }
+    step('parity', { pixels: out.pixels, phone_vs_server: out.phone_vs_server, phone_text: out.phone_text });
 
     // 6. the photo flow again, now computed on the phone
     await page.setInputFiles('#photo', cfg.photo_png);
@@ -124,6 +131,24 @@ async function main() {
     await page.waitForFunction(() => navigator.serviceWorker.controller !== null, null, { timeout: 30000 });
     await page.reload(); // once online under the worker, so every asset this page uses passes through it
     await waitReady(page);
+
+    // 6b. words -> photos computed on the phone, in the page (online, so the worker keeps the thumbnails)
+    const phoneSearch = async () => {
+      await page.click('[data-tab=text]');
+      await page.evaluate(() => { window.lugha.state.lastSearch = null; });
+      await page.fill('#query', cfg.query);
+      await page.click('#text-form button');
+      await page.waitForFunction(() => { const s = window.lugha.state.lastSearch; return s && s.where === 'phone'; });
+      await page.waitForSelector('#text-results li img');
+      return { ids: await page.evaluate(() => window.lugha.state.lastSearch.results.map((r) => r.id)),
+               where: await page.textContent('#text-where') };
+    };
+    const online = await phoneSearch();
+    await page.waitForFunction(() => { const i = document.querySelector('#text-results img'); return i.complete && i.naturalWidth > 0; });
+    out.phone_ui_text = online.ids;
+    out.phone_ui_text_where = online.where;
+    step('text_phone', online);
+    await page.click('[data-tab=photo]');
     await context.setOffline(true);
     await page.reload();
     await waitReady(page);
@@ -133,20 +158,19 @@ async function main() {
     await page.waitForSelector('#photo-results li');
     out.offline_labels = await page.$$eval('#photo-results li strong', (els) => els.map((e) => e.textContent));
     out.offline_feedback_visible = await page.isVisible('#photo-results li form'); // nothing can be saved offline
-    await page.click('[data-tab=text]');
-    await page.fill('#query', cfg.query);
-    await page.click('#text-form button');
-    await page.waitForFunction(() => { const s = document.querySelector('#text-status').textContent; return s.length > 0 && !s.endsWith('…'); });
-    out.offline_text_status = await page.textContent('#text-status');
-    await page.click('[data-tab=photo]');
+    const offline = await phoneSearch();
+    out.offline_text_ids = offline.ids;
+    out.offline_text_where = offline.where;
+    await page.waitForFunction(() => { const i = document.querySelector('#text-results img'); return i.complete; });
+    out.offline_text_images_loaded = await page.$$eval('#text-results img', (els) => els.filter((e) => e.complete && e.naturalWidth > 0).length);
     await page.screenshot({ path: cfg.screenshot_offline, fullPage: true });
-    step('offline', { banner: out.offline_banner, labels: out.offline_labels, text: out.offline_text_status });
+    step('offline', { banner: out.offline_banner, labels: out.offline_labels, text: offline, images: out.offline_text_images_loaded });
     await context.setOffline(false);
     out.ok = true;
   } catch (err) {
     out.ok = false;
     out.error = String(err && err.stack || err);
-    out.status_texts = await page.evaluate(() => Object.fromEntries(['#photo-status', '#text-status', '#phone-status', '#photo-where']
+    out.status_texts = await page.evaluate(() => Object.fromEntries(['#photo-status', '#text-status', '#phone-status', '#photo-where', '#text-where']
       .map((s) => [s, document.querySelector(s)?.textContent]))).catch(() => null);
     await page.screenshot({ path: cfg.screenshot_failure, fullPage: true }).catch(() => {});
   } finally {
