@@ -161,7 +161,7 @@ def real_batches(cfg, manifest: str, batch: int, workers: int, device, channels_
     """The trainer's own path: ImageStore uint8 cache -> PixelDataset workers -> device normalisation,
     texts through the kit tokenizer in the main process; epochs repeat as long as the timer wants."""
     from lugha.training.data import (ImageStore, PairSet, PixelDataset, epoch_batches, make_loader,
-                                     to_model_input)
+                                     pad_to_bucket, to_model_input)
 
     pairs = PairSet(manifest, "train")
     store = ImageStore(pairs.image_paths, cfg.preprocess, cache_dir)
@@ -171,7 +171,7 @@ def real_batches(cfg, manifest: str, batch: int, workers: int, device, channels_
     while True:
         order = epoch_batches(pairs.langs, pairs.groups, batch, seed=0, epoch=epoch, balance_languages=True)
         for raw, idx in make_loader(ds, order, workers, seed=epoch, pin_memory=device.type == "cuda"):
-            ids, mask = tokenizer([pairs.texts[i] for i in idx.tolist()])
+            ids, mask = pad_to_bucket(*tokenizer([pairs.texts[i] for i in idx.tolist()]), tokenizer.pad_id)
             yield (to_model_input(raw, store.spec, device, channels_last),
                    ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
         epoch += 1

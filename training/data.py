@@ -252,6 +252,19 @@ def make_loader(dataset: PixelDataset, batches: Sequence[Sequence[int]], num_wor
                                        num_workers=num_workers, generator=g, pin_memory=pin_memory, **extra)
 
 
+def pad_to_bucket(ids, mask, pad_id: int, buckets: Sequence[int] = (32, 64)):
+    """Pad token batches to the smallest bucket length that fits (padding="longest" gives a new shape
+    almost every batch, and each new shape is a torch.compile recompilation). Masked pooling makes the
+    extra padding invisible to the embeddings."""
+    import torch
+
+    n = ids.shape[1]
+    to = next((b for b in buckets if b >= n), n)
+    if to == n:
+        return ids, mask
+    return (torch.nn.functional.pad(ids, (0, to - n), value=pad_id), torch.nn.functional.pad(mask, (0, to - n)))
+
+
 class NormalisedImages:
     """Each distinct image of a store, normalised (module level so spawned workers can pickle it)."""
 
