@@ -44,11 +44,11 @@ class QuantPlan:
 
 
 def scan_modules(model) -> list[Finding]:
-    """Findings from the torch modules of the exported parts (towers, projections, heads)."""
+    """Findings from the torch modules of the exported parts (towers, projections, the fusion head)."""
+    from .specs import SPECS, fusion_head_of
+
     counts: dict[tuple[str, str], int] = defaultdict(int)
     parts = {"image_encoder": (model.image_tower, model.image_proj), "text_encoder": (model.text_tower, model.text_proj)}
-    if getattr(model, "prototype_head", None) is not None:
-        parts["fusion_head"] = (model.prototype_head,)
     for graph, modules in parts.items():
         for root in modules:
             for mod in root.modules():
@@ -59,9 +59,54 @@ def scan_modules(model) -> list[Finding]:
                     counts[graph, "squeeze_excite"] += 1
                 elif cls == "Softmax" and graph != "text_encoder":
                     counts[graph, "softmax_head"] += 1
-                elif cls == "PrototypeHead":
-                    counts[graph, "l2_norm"] += 1
-    return [Finding(g, k, n, ADVICE[k]) for (g, k), n in sorted(counts.items())]
+    findings = [Finding(g, k, n, ADVICE[k]) for (g, k), n in sorted(counts.items())]
+    head = fusion_head_of(model)
+    if head is not None:
+        kept = SPECS["fusion_head"].quant_scheme == "none"
+        for kind, n in sorted(scan_head(head).items()):
+            findings.append(Finding("fusion_head", kind, n, ADVICE[kind],
+                                    "the fusion_head graph stays float in every precision" if kept else ""))
+    return findings
+
+
+# Functional ops inside a head (heads call F.normalize / softmax, not nn.Softmax modules, so a module
+# walk cannot see them): what each counts as.
+_HEAD_OPS = {"normalize": "l2_norm", "norm": "l2_norm", "vector_norm": "l2_norm", "softmax": "softmax_head",
+             "log_softmax": "softmax_head", "_softmax": "softmax_head"}
+
+
+def scan_head(head) -> dict[str, int]:
+    """{"l2_norm": n, "softmax_head": n}: the normalisations and softmaxes one forward of ``head`` calls,
+    recorded by running it (whatever its kind) on a small zero batch under a torch function mode."""
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    counts: dict[str, int] = defaultdict(int)
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kind = _HEAD_OPS.get(getattr(func, "__name__", ""))
+            if kind:
+                counts[kind] += 1
+            return func(*args, **(kwargs or {}))
+
+    was_training = head.training
+    head.eval()
+    try:
+        with torch.no_grad(), Record():
+            head(*_head_sample(head))
+    finally:
+        head.train(was_training)
+    return dict(counts)
+
+
+def _head_sample(head) -> tuple:
+    import torch
+
+    dim = int(head.dim)
+    if getattr(head, "input_kind", "embeds") == "tokens":
+        return (torch.zeros(2, head.num_patches, dim), torch.zeros(2, 3, dim), torch.ones(2, 3, dtype=torch.int64))
+    return torch.zeros(2, dim), torch.zeros(2, dim)
 
 
 ADVICE = {
@@ -171,4 +216,4 @@ def format_findings(findings: list[Finding]) -> list[str]:
             for f in findings]
 
 
-__all__ = ["scan_modules", "scan_onnx", "plan_int8", "format_findings", "Finding", "QuantPlan", "POLICIES"]
+__all__ = ["scan_modules", "scan_head", "scan_onnx", "plan_int8", "format_findings", "Finding", "QuantPlan", "POLICIES"]

@@ -84,6 +84,7 @@ def model_card(info: dict) -> str:
         for lang, m in sorted(per_lang.items()):
             lines.append(f"| {cand} | {lang} | {_pct(m.get('i2t_r1'))} | {_pct(m.get('t2i_r1'))} | "
                          f"{_pct(m.get('label_acc'))} | {_pct(m.get('chance_i2t_r1'))} |")
+    lines += _head_section(metrics)
     lines += ["", "## Quantization", ""]
     for q in info.get("quantization", []):
         lines.append(f"- `{q['key']}`: {q['scheme']} ({q['size_mb']:.2f} MB)")
@@ -96,6 +97,27 @@ def model_card(info: dict) -> str:
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in info.get("limitations", [])]
     lines += ["", "## Licences", ""] + [f"- {x}" for x in info.get("licences", [])]
     return "\n".join(lines) + "\n"
+
+
+def _head_section(metrics: dict) -> list[str]:
+    """The fusion head's label accuracy per candidate and language (classify runs only); the missing-side
+    columns only for heads that skip a missing side."""
+    rows = [(c, lang, m) for c, per in metrics.items() for lang, m in sorted(per.items()) if "head_acc" in m]
+    if not rows:
+        return []
+    missing = any("head_acc_text_only" in m for _, _, m in rows)
+    lines = ["", "## Fusion head", "",
+             "Label accuracy of the `fusion_head` graph in percent, through each candidate's image, text and head "
+             "graphs" + (" (image only = text missing, text only = image missing: the head skips that side)."
+                         if missing else " (this head has no missing-side mode: it sees zeros)."), ""]
+    if missing:
+        lines += ["| candidate | lang | rows | acc | image only | text only |", "|---|---|---|---|---|---|"]
+        lines += [f"| {c} | {lang} | {m.get('head_n', '')} | {_pct(m['head_acc'])} | "
+                  f"{_pct(m.get('head_acc_image_only'))} | {_pct(m.get('head_acc_text_only'))} |" for c, lang, m in rows]
+    else:
+        lines += ["| candidate | lang | rows | acc |", "|---|---|---|---|"]
+        lines += [f"| {c} | {lang} | {m.get('head_n', '')} | {_pct(m['head_acc'])} |" for c, lang, m in rows]
+    return lines
 
 
 def write_model_card(root: Path, info: dict) -> str:

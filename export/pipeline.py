@@ -20,10 +20,14 @@ from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manif
 from lugha.preprocess import preprocess_batch
 from lugha.tokenizer import spec_for_model
 
-from . import advisor, bundle_writer as bw, gates
-from .graph_runners import onnx_runner, tflite_runner, torch_runner
+from . import advisor, bundle_writer as bw, fusion_head as fh, gates
+from .graph_runners import onnx_runner, tflite_runner
 from .source import ExportSource, calibration_batches, eval_pairs, limit_pairs, token_encoder
-from .specs import specs_for, tolerance_for
+from .specs import reference_runner, specs_for, tolerance_for
+
+# Every output of a PyTorch graph (a cross-attention bundle's encoders have two; graph_runners.torch_runner
+# returns the first only). The name is what _label_packs calls.
+torch_runner = reference_runner
 
 FORMATS, PRECISIONS = ("onnx", "tflite"), ("fp32", "fp16", "int8")
 
@@ -67,7 +71,8 @@ class ExportResult:
 
 
 def _golden_inputs(source: ExportSource, data: gates.EvalData, rows: int) -> dict[str, dict[str, np.ndarray]]:
-    """Real eval images and texts (one per language first), and their fp32 embeddings for a head."""
+    """Real eval images and texts (one per language first); for a head, their fp32 encoder outputs plus
+    a row with the image missing and one with the text missing (:func:`fusion_head.head_golden`)."""
     pairs = data.pairs
     first = {}
     for i, r in enumerate(pairs.records):
@@ -75,10 +80,13 @@ def _golden_inputs(source: ExportSource, data: gates.EvalData, rows: int) -> dic
     idx = (list(first.values()) + [i for i in range(len(pairs.records)) if i not in first.values()])[:max(rows, 2)]
     ids, mask = data.encode_tokens([pairs.texts[i] for i in idx])
     pixels = data.pixels[[int(pairs.image_index[i]) for i in idx]]
-    img = torch_runner(specs_for(source.model, ("image_encoder",))[0], source.model, source.layout)({"pixel_values": pixels})
-    txt = torch_runner(specs_for(source.model, ("text_encoder",))[0], source.model)({"input_ids": ids, "attention_mask": mask})
-    return {"image_encoder": {"pixel_values": pixels}, "text_encoder": {"input_ids": ids, "attention_mask": mask},
-            "fusion_head": {"image_embeds": img["image_embeds"], "text_embeds": txt["text_embeds"]}}
+    model = source.model
+    img = reference_runner(specs_for(model, ("image_encoder",))[0], model, source.layout)({"pixel_values": pixels})
+    txt = reference_runner(specs_for(model, ("text_encoder",))[0], model)({"input_ids": ids, "attention_mask": mask})
+    out = {"image_encoder": {"pixel_values": pixels}, "text_encoder": {"input_ids": ids, "attention_mask": mask}}
+    for head in specs_for(model, ("fusion_head",)):
+        out[head.name] = fh.head_golden(head.input_names(), img, txt, mask)
+    return out
 
 
 def _static_rows(inputs: dict[str, np.ndarray], length: int | None) -> dict[str, np.ndarray]:
@@ -143,6 +151,9 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     golden_in = _golden_inputs(source, data, opts.golden_rows)
     seq_lengths = tuple(sorted(set(opts.seq_lengths or (min(16, cfg.text_tower.max_length), cfg.text_tower.max_length))))
     specs = specs_for(model)
+    if "tflite" in opts.formats and any("image_patches" in s.output_names() for s in specs):
+        raise ConfigError("--formats", "a cross-attention fusion head exports to ONNX only (its text tokens "
+                          "have a data-dependent length); drop tflite or train another head")
     findings = advisor.scan_modules(model)
     needs_calib = "int8" in opts.precisions and any(s.quant_scheme == "static" for s in specs)
     calib = calibration_batches(source, opts.calib_samples) if needs_calib else []
@@ -156,8 +167,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
         for fmt in opts.formats:
             made = _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, scratch, findings, say)
             for precision, (rel, quant, tensors_in, g_in) in made.items():
-                ref = torch_runner(spec, model, layout)({k: v.astype(np.int64) if v.dtype == np.int32 else v
-                                                         for k, v in g_in.items()})
+                ref = reference_runner(spec, model, layout)(g_in)
                 tol = tolerance_for(*spec.tolerances[precision], ref)
                 key = f"{spec.name}/{fmt}/{precision}"
                 gs = GraphSpec(spec.name, fmt, precision, rel, tensors_in,
@@ -174,8 +184,8 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     parity = [row for g in graphs for row in gates.parity_gate(g, runners[g.key], *golden_for[g.key])]
     say(f"parity: {sum(r.ok for r in parity)}/{len(parity)} graphs within tolerance")
     by_name = {s.name: s for s in specs}
-    reference = gates.evaluate_candidate(data, torch_runner(by_name["image_encoder"], model, layout),
-                                         torch_runner(by_name["text_encoder"], model))
+    torch_graphs = {n: reference_runner(s, model, layout) for n, s in by_name.items()}
+    reference = gates.evaluate_candidate(data, torch_graphs["image_encoder"], torch_graphs["text_encoder"])
     candidates = {}
     for fmt in opts.formats:
         for precision in opts.precisions:
@@ -183,6 +193,10 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
             candidates[name] = gates.evaluate_candidate(data, runners[f"image_encoder/{name}"],
                                                         runners[f"text_encoder/{name}"])
     drops = gates.accuracy_gate(reference, candidates, opts.max_drop)
+    head = getattr(model, "fusion_head", None)
+    if "fusion_head" in by_name and getattr(head, "classes", None):  # a classify run: gate its labels too
+        drops += _head_gate(data, head, by_name["fusion_head"].input_names(), torch_graphs, runners, reference,
+                            candidates, opts.max_drop)
     failures = gates.summarize_failures(parity, drops, opts.max_drop)
     acc_fail = [r for r in drops if not r.ok]
     metrics = {"torch/fp32": reference, **candidates}
@@ -248,7 +262,7 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
             else:
                 shutil.copyfile(fp32, root / rel)
                 q = {"scheme": "none: kept float (a few kB head that normalises inside; see the advisor)"}
-            made[precision] = (rel, {**base, **q}, tin, inputs)
+            made[precision] = (rel, {**base, **q, **spec.graph_info(model)}, tin, inputs)
         return made
     from .tflite_export import export_tflite, static_inputs
 
@@ -257,13 +271,28 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
         rel = f"graphs/{spec.name}.{precision}.tflite"
         done = export_tflite(spec, model, precision, inputs, root / rel, layout, seq_lengths, calib)
         say(f"{spec.name}: litert-torch {precision}, {done.seconds:.1f}s")
-        q = {**done.quantization, "signatures": done.signatures, "static_batch": 1}
+        q = {**done.quantization, "signatures": done.signatures, "static_batch": 1, **spec.graph_info(model)}
         if tokens:
             q["signature_per"] = "sequence length: pad ids/mask to the smallest seq_<L> >= the text's length"
         length = max(seq_lengths) if tokens else None
         tin = static_inputs(spec, model, layout, length)
         made[precision] = (rel, q, tin, _static_rows(inputs, length))
     return made
+
+
+def _head_gate(data, head, input_names, torch_graphs, runners, reference, candidates, max_drop) -> list:
+    """The fusion head's label accuracy per language through each candidate's three graphs, merged into
+    the candidates' metrics, and its drop rows against PyTorch fp32."""
+    ref = fh.head_accuracy(data, head, torch_graphs["image_encoder"], torch_graphs["text_encoder"],
+                           torch_graphs["fusion_head"], input_names)
+    got = {}
+    for name in candidates:
+        got[name] = fh.head_accuracy(data, head, *(runners[f"{g}/{name}"] for g in
+                                                   ("image_encoder", "text_encoder", "fusion_head")), input_names)
+    for per_lang, head_metrics in [(reference, ref)] + [(candidates[n], got[n]) for n in candidates]:
+        for lang, m in head_metrics.items():
+            per_lang.setdefault(lang, {}).update(m)
+    return fh.head_gate(ref, got, max_drop)
 
 
 def _label_packs(source: ExportSource, data: gates.EvalData, root: Path) -> dict[str, str]:

@@ -246,14 +246,32 @@ class Bundle:
     def _fuse(self, image, text: str, lang: str, k: int) -> list[tuple[str, float]]:
         if "fusion_head" not in self.sessions:
             raise ConfigError("classify", "pass an image or a text, not both: this bundle has no fusion_head")
-        logits = self.run_graph("fusion_head", {"image_embeds": self.embed_image([image]),
-                                                "text_embeds": self.embed_text([text], lang)})["logits"][0]
+        logits = self.fusion_logits([image], [text])[0]
         names = self.session("fusion_head").spec.quantization.get("labels")
         if not names and lang in _label_pack_paths(self.manifest):
             names = self.label_pack(lang)[0]
         if not names or len(names) != len(logits):
             names = [f"class_{i}" for i in range(len(logits))]
         return _top_k(list(names), logits, k)
+
+    def fusion_logits(self, images, texts: Sequence[str]) -> np.ndarray:
+        """[N, C] logits of the bundle's fusion head for aligned images and texts. An embedding head reads
+        ``image_embeds`` / ``text_embeds``; a cross-attention head reads the encoders' second outputs,
+        ``image_patches`` and ``text_tokens``, with ``text_mask`` = the attention mask cut to the tokens."""
+        wants = set(self.session("fusion_head").input_names)
+        if "image_patches" not in wants:
+            return self.run_graph("fusion_head", {"image_embeds": self.embed_image(images),
+                                                  "text_embeds": self.embed_text(list(texts))})["logits"]
+        image = self.run_graph("image_encoder", {"pixel_values": self.pixel_values(images)})
+        ids, mask = self.tokenizer.encode_batch(list(texts))
+        text = self.run_graph("text_encoder", {"input_ids": ids, "attention_mask": mask})
+        for graph, out, name in (("image_encoder", image, "image_patches"), ("text_encoder", text, "text_tokens")):
+            if name not in out:
+                raise BundleError(f"{graph} has no {name} output, which this bundle's cross-attention "
+                                  "fusion_head reads: re-export the run with `lugha export`")
+        tokens = text["text_tokens"]
+        return self.run_graph("fusion_head", {"image_patches": image["image_patches"], "text_tokens": tokens,
+                                              "text_mask": mask[:, :tokens.shape[1]]})["logits"]
 
     def search(self, query_embeds: np.ndarray, index: EmbeddingIndex, k: int = 5) -> tuple[np.ndarray, np.ndarray]:
         """(scores [Q, k], ids [Q, k]) of the nearest index entries by cosine similarity."""

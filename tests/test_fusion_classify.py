@@ -49,9 +49,9 @@ def test_classify_run_learns_saves_the_head_and_reloads(head, demo_small, tmp_pa
     assert classes == meta["classes"] and not any(p.requires_grad for p in model.parameters())
     for k, v in saved.items():
         assert torch.equal(model.state_dict()[k], v)
-    exported = [s.name for s in specs_for(model)]
-    assert ("fusion_head" in exported) == (head != "xattn")
-    assert CrossAttentionHeadSpec().applies(model) == (head == "xattn")
+    assert model.fusion_head.classes == classes and model.fusion_head.label_field == "label"
+    assert [s.name for s in specs_for(model)] == ["image_encoder", "text_encoder", "fusion_head"]
+    assert isinstance(specs_for(model)[2], CrossAttentionHeadSpec) == (head == "xattn")
 
 
 @pytest.mark.slow

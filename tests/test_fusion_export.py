@@ -1,4 +1,5 @@
-"""Fusion heads through the export specs: which spec applies, ONNX export, fp32 parity with missing sides."""
+"""Fusion heads through the export specs: which spec applies, ONNX export, fp32 parity with missing sides;
+the head's golden rows and label-accuracy gate; the advisor's view of every head kind."""
 from __future__ import annotations
 
 import numpy as np
@@ -47,16 +48,19 @@ def sample(model, b: int = 6) -> dict[str, np.ndarray]:
     return {"image_embeds": img, "text_embeds": txt}
 
 
-def test_the_registered_spec_takes_embedding_heads_and_the_xattn_spec_the_token_head():
+def test_every_head_is_the_fusion_head_graph_the_xattn_one_on_patches_and_tokens():
     from types import SimpleNamespace
 
     cfg = get_model_config("test-tiny")
     for kind in HEAD_KINDS:  # what the specs look at: the head attribute (a LowClip holds more)
         model = with_head(SimpleNamespace(cfg=cfg, prototype_head=None), kind)
-        names = [s.name for s in specs_for(model)]
-        assert ("fusion_head" in names) == (kind != "xattn"), kind
+        specs = specs_for(model)
+        assert [s.name for s in specs] == ["image_encoder", "text_encoder", "fusion_head"], kind
+        assert isinstance(specs[2], CrossAttentionHeadSpec) == (kind == "xattn")
+        assert SPECS["fusion_head"].applies(model) == (kind != "xattn")  # the registered spec: embeddings only
         assert CrossAttentionHeadSpec().applies(model) == (kind == "xattn")
-        assert SPECS["fusion_head"].outputs(model)[0].shape == ("batch", C)
+        assert specs[2].outputs(model)[0].shape == ("batch", C)
+        assert specs[2].graph_info(model)["missing"] == ("skipped" if kind in ("late", "xattn") else "zero-filled")
     assert [s.name for s in specs_for(SimpleNamespace(cfg=cfg, prototype_head=None))] == ["image_encoder",
                                                                                          "text_encoder"]
 
@@ -80,3 +84,50 @@ def test_each_head_exports_to_onnx_with_fp32_parity_including_missing_sides(kind
             li, lt = head.branches(*(torch.from_numpy(inputs[n]) for n in spec.input_names()))
         np.testing.assert_allclose(out["logits"][-2], lt[-2].numpy(), atol=1e-5)
         np.testing.assert_allclose(out["logits"][-1], li[-1].numpy(), atol=1e-5)
+    print(f"{kind}: fp32 parity max abs {np.abs(ref['logits'] - out['logits']).max():.3g}")
+
+
+@pytest.mark.parametrize("kind", HEAD_KINDS)
+def test_the_advisor_sees_the_norms_and_softmaxes_inside_every_head_kind(kind, tiny):
+    from lugha.export.advisor import scan_head, scan_modules
+
+    model = with_head(tiny, kind)
+    found = scan_head(model.fusion_head)
+    # early/prototype normalise both sides (prototype its prototypes too), late also mixes log-softmaxes
+    # under a softmax of its weights, xattn's attention is a softmax
+    want = {"early": {"l2_norm": 2}, "late": {"l2_norm": 2, "softmax_head": 3}, "xattn": {"softmax_head": 1},
+            "prototype": {"l2_norm": 4}}[kind]
+    assert found == want
+    head_findings = {f.kind: f for f in scan_modules(model) if f.graph == "fusion_head"}
+    assert {k: f.count for k, f in head_findings.items()} == want
+    assert all("stays float" in f.action for f in head_findings.values())
+
+
+def test_head_golden_rows_add_one_image_missing_and_one_text_missing_row():
+    from lugha.export.fusion_head import head_golden
+
+    rng = np.random.default_rng(0)
+    img = {"image_embeds": rng.standard_normal((3, 4)).astype(np.float32),
+           "image_patches": rng.standard_normal((3, 2, 4)).astype(np.float32)}
+    txt = {"text_embeds": rng.standard_normal((3, 4)).astype(np.float32),
+           "text_tokens": rng.standard_normal((3, 2, 4)).astype(np.float32)}
+    mask = np.array([[1, 1, 1], [1, 1, 0], [1, 0, 0]], np.int64)
+    g = head_golden(("image_embeds", "text_embeds"), img, txt, mask)
+    assert g["image_embeds"].shape == (5, 4)
+    assert not g["image_embeds"][3].any() and np.array_equal(g["text_embeds"][3], txt["text_embeds"][0])
+    assert not g["text_embeds"][4].any() and np.array_equal(g["image_embeds"][4], img["image_embeds"][1])
+    x = head_golden(("image_patches", "text_tokens", "text_mask"), img, txt, mask)
+    assert x["text_mask"].shape == (5, 2)  # the mask is cut to the token states the text graph gave
+    assert np.array_equal(x["text_mask"][:3], mask[:, :2]) and not x["text_mask"][4].any()
+    assert not x["image_patches"][3].any() and x["text_mask"][3].all()
+
+
+def test_the_head_gate_names_the_language_and_metric_that_drop():
+    from lugha.export.fusion_head import head_gate
+
+    ref = {"yo": {"head_acc": 0.50, "head_acc_text_only": 0.5}, "sw": {"head_acc": 0.40}}
+    cand = {"onnx/int8": {"yo": {"head_acc": 0.45, "head_acc_text_only": 0.0}, "sw": {"head_acc": 0.40}}}
+    rows = head_gate(ref, cand, max_drop=1.0)
+    assert [(r.lang, r.metric, r.ok) for r in rows] == [("sw", "head_acc", True), ("yo", "head_acc", False)]
+    assert rows[1].drop_points == pytest.approx(5.0)
+    assert all(r.ok for r in head_gate(ref, cand, max_drop=5.0))

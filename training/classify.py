@@ -123,7 +123,7 @@ def split_classes(labels: list[str], where: str) -> list[str]:
 def head_kwargs(cfg) -> dict:
     """``build_head`` keyword arguments from a ClassifyConfig."""
     return {"hidden": cfg.hidden, "dropout": cfg.dropout, "late_weights": cfg.late_weights,
-            "attn_heads": cfg.attn_heads, "num_patches": cfg.patch_grid ** 2}
+            "attn_heads": cfg.attn_heads, "num_patches": cfg.patch_grid ** 2, "max_tokens": cfg.max_tokens}
 
 
 def input_kind_of(kind: str) -> str:
@@ -311,24 +311,44 @@ def load_frozen_model(cfg):
     return model, tok, model_cfg
 
 
-def load_classify_run(run_dir, which: str = "best"):
-    """(model with ``model.fusion_head`` loaded, classes, tokenizer, train config): ready for
-    :class:`lugha.export.specs.FusionHeadSpec`, or for ``model.fusion_head(img_emb, txt_emb)``."""
+def load_classify_parts(run_dir, which: str = "best"):
+    """(model with ``model.fusion_head`` loaded, classes, tokenizer, train config, checkpoint folder,
+    feature-cache digest). The digest is taken as training took it (before everything froze), so an
+    evaluation reads the features the run cached."""
     from . import checkpoint as ckpt
     from .feature_cache import frozen_weights_digest
     from .fusion import build_head
 
     folder = ckpt.find_checkpoint(run_dir, which)
     cfg = ckpt.load_train_config(folder / ckpt.TRAIN_CONFIG)
+    if cfg.task != "classify":
+        raise ConfigError("task", f"{folder}: a {cfg.task!r} run, not a classify run")
     tensors, meta, _ = ckpt.load_checkpoint(folder, with_state=False)
     model, tok, model_cfg = load_frozen_model(cfg)
+    cache_digest = frozen_weights_digest(model)
     freeze(model)
     ckpt.check_frozen_digest(meta, frozen_weights_digest(model), folder)
     head = build_head(meta["head"], len(meta["classes"]), model_cfg.embed_dim, seed=cfg.runtime.seed,
                       **head_kwargs(cfg.classify))
     head.load_state_dict(head_state(tensors))
+    # what an export needs to know: the labels in logit order, and the record field they come from
+    head.classes, head.label_field = list(meta["classes"]), cfg.classify.label_field
     model.fusion_head = head.eval().requires_grad_(False)  # loaded for inference and export
-    return model.eval(), meta["classes"], tok, cfg
+    return model.eval(), meta["classes"], tok, cfg, folder, cache_digest
+
+
+def load_classify_run(run_dir, which: str = "best"):
+    """(model with ``model.fusion_head`` loaded, classes, tokenizer, train config): ready for
+    :func:`lugha.export.specs.specs_for`, or for ``model.fusion_head(img_emb, txt_emb)``."""
+    return load_classify_parts(run_dir, which)[:4]
+
+
+def is_classify_run(run_dir, which: str = "best") -> bool:
+    """Whether ``RUN/<which>`` was trained with ``task: classify`` (reads its config only)."""
+    from . import checkpoint as ckpt
+
+    folder = ckpt.find_checkpoint(run_dir, which)
+    return ckpt.load_train_config(folder / ckpt.TRAIN_CONFIG).task == "classify"
 
 
 def train_classify(cfg, run_dir, resume: bool = False, stop_after_steps: int | None = None,
@@ -339,4 +359,4 @@ def train_classify(cfg, run_dir, resume: bool = False, stop_after_steps: int | N
 
 __all__ = ["HeadData", "labelled_pairs", "cache_features", "project_features", "head_batches", "head_steps",
            "predict", "accuracy_report", "ClassifyRun", "train_classify", "load_classify_run",
-           "load_features_for"]
+           "load_classify_parts", "is_classify_run", "load_features_for"]

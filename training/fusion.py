@@ -57,6 +57,7 @@ class FusionHead(nn.Module):
 
     kind = ""
     input_kind = "embeds"
+    skips_missing = False  # True: an all-zero side is detected and left out (late, xattn)
     num_classes: int
     dim: int
 
@@ -90,6 +91,7 @@ class LateFusionHead(FusionHead):
     """``weights``: ``learned`` (softmax of two trained logits, starting equal) or ``equal`` (fixed)."""
 
     kind = "late"
+    skips_missing = True
 
     def __init__(self, num_classes: int, dim: int, hidden: int = 256, dropout: float = 0.1,
                  weights: str = "learned"):
@@ -128,13 +130,15 @@ class CrossAttentionHead(FusionHead):
 
     kind = "xattn"
     input_kind = "tokens"
+    skips_missing = True
 
     def __init__(self, num_classes: int, dim: int, num_patches: int, heads: int = 4, ff_mult: int = 2,
-                 dropout: float = 0.1):
+                 dropout: float = 0.1, max_tokens: int = 24):
         super().__init__()
         if dim % heads:
             raise ConfigError("classify.attn_heads", f"embed_dim {dim} is not divisible by {heads} heads")
         self.num_classes, self.dim, self.num_patches, self.heads = num_classes, dim, num_patches, heads
+        self.max_tokens = max_tokens  # text tokens it was trained on (the export cuts the text graph's output)
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.pos = nn.Parameter(torch.randn(1, num_patches, dim) * 0.02)
@@ -196,7 +200,7 @@ class PrototypeFusionHead(PrototypeHead, FusionHead):
 
 def build_head(kind: str, num_classes: int, dim: int, *, hidden: int = 256, dropout: float = 0.1,
                late_weights: str = "learned", num_patches: int = 9, attn_heads: int = 4,
-               seed: int = 0) -> FusionHead:
+               max_tokens: int = 24, seed: int = 0) -> FusionHead:
     """A fusion head of ``kind`` for ``num_classes`` classes on ``dim``-wide embeddings, initialised
     from ``seed`` alone (the caller's RNG is left untouched), so heads compared under one seed start alike."""
     if kind not in HEAD_KINDS:
@@ -210,7 +214,7 @@ def build_head(kind: str, num_classes: int, dim: int, *, hidden: int = 256, drop
         if kind == "late":
             return LateFusionHead(num_classes, dim, hidden, dropout, late_weights)
         if kind == "xattn":
-            return CrossAttentionHead(num_classes, dim, num_patches, attn_heads, dropout=dropout)
+            return CrossAttentionHead(num_classes, dim, num_patches, attn_heads, dropout=dropout, max_tokens=max_tokens)
         return PrototypeFusionHead(num_classes, dim)
 
 
@@ -262,6 +266,15 @@ class HeadData:
         return cls(**{**d, "groups": d["groups"].tolist()})
 
 
+def pool_tokens(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """TextTower.forward's pooling of per-token states [B, L, H] (``cls`` or masked ``mean``), for code
+    that needs the token states too and runs the tower once (the feature cache, the exported text graph)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+
+
 def _token_blocks(model, tokenizer, texts, batch_size, device, autocast, max_tokens: int, pooled: list):
     """Token features [B, max_tokens * H] (zero past each text's end), appending the pooled [B, H] that
     ``model.text_features`` gives (same pooling, same batches) to ``pooled`` on the way."""
@@ -273,11 +286,7 @@ def _token_blocks(model, tokenizer, texts, batch_size, device, autocast, max_tok
             with autocast():
                 hidden = tower.token_features(ids, mask)
             hidden = hidden.float()
-            if tower.pooling == "cls":  # TextTower.forward's pooling
-                pooled.append(hidden[:, 0].cpu().numpy())
-            else:
-                m = mask.unsqueeze(-1).to(hidden.dtype)
-                pooled.append(((hidden * m).sum(1) / m.sum(1).clamp(min=1.0)).cpu().numpy())
+            pooled.append(pool_tokens(hidden, mask, tower.pooling).cpu().numpy())
             keep = (hidden * mask.unsqueeze(-1).to(hidden.dtype))[:, :max_tokens]
             keep = F.pad(keep, (0, 0, 0, max_tokens - keep.shape[1]))
             yield keep.reshape(len(keep), -1).cpu().numpy()
@@ -359,4 +368,4 @@ def count_head_parameters(head: nn.Module) -> int:
 
 
 __all__ = ["HEAD_KINDS", "MISSING", "HeadData", "FusionHead", "EarlyFusionHead", "LateFusionHead", "CrossAttentionHead",
-           "PrototypeFusionHead", "build_head", "count_head_parameters", "present"]
+           "PrototypeFusionHead", "build_head", "count_head_parameters", "present", "pool_tokens"]

@@ -1,9 +1,10 @@
-"""`lugha eval`: a thin layer over :func:`lugha.training.evaluate.evaluate_run` (torch in run() only)."""
+"""`lugha eval`: a thin layer over :func:`lugha.training.evaluate.evaluate_run` (retrieval runs) and
+:func:`lugha.training.classify_eval.evaluate_classify_run` (``task: classify`` runs); torch in run() only."""
 from __future__ import annotations
 
 import argparse
 
-HELP = "Evaluate a training run: recall@k and label accuracy per language."
+HELP = "Evaluate a training run: recall@k and label accuracy per language (fusion-head accuracy for classify runs)."
 DESCRIPTION = """Evaluate a run on a split: image->text and text->image Recall@1/5/10 per language
 (the images of that language's rows against its texts; several texts may match one image) and
 averaged, zero-shot label accuracy (label names as text prompts), each next to its chance level.
@@ -15,6 +16,13 @@ With --baseline, English metrics are also reported as % of the baseline run's (r
 
 Label prompts: per-language names from labels.json beside the manifest ({lang: {label: name}}) when
 present, else the labels as written in the manifest (the demo: CLDR group names in English).
+
+A classify run (`task: classify`, a fusion head) reports the head's label accuracy per language and,
+for heads that skip a missing side (late, xattn), its accuracy with the text missing (image only) and
+with the image missing (text only), next to the majority-class baseline of the run's training rows:
+
+  lugha eval runs/late-fusion --split test
+  lugha eval runs/late-fusion --data data/unseen-langs/manifest.jsonl --json   # cross-lingual transfer
 """
 _COLS = [("i2t R@1", "i2t_r1"), ("i2t R@5", "i2t_r5"), ("i2t R@10", "i2t_r10"),
          ("t2i R@1", "t2i_r1"), ("t2i R@5", "t2i_r5"), ("t2i R@10", "t2i_r10"), ("label acc", "label_acc")]
@@ -57,16 +65,52 @@ def format_report(report: dict) -> str:
     return "\n".join(lines)
 
 
+_CLASSIFY_COLS = [("acc", "acc"), ("image only", "acc_image_only"), ("text only", "acc_text_only"),
+                  ("majority", "majority_acc")]
+
+
+def format_classify_report(report: dict) -> str:
+    from ._common import format_table
+
+    cols = [(name, key) for name, key in _CLASSIFY_COLS
+            if any(key in m for m in report["languages"].values())]
+    rows = []
+    for lang, m in list(report["languages"].items()) + [("mean", report["mean"])]:
+        row = {"lang": lang, "rows": m.get("n", "")}
+        for name, key in cols:
+            v = m.get(key, m.get(f"mean_{key}"))
+            row[name] = "-" if v is None else f"{100 * v:.1f}"
+        rows.append(row)
+    missing = ("image only = text missing, text only = image missing (the head skips the missing side)"
+               if report["skips_missing"] else f"no missing-modality columns: the {report['head']} head sees an "
+               "all-zero side, it does not skip it")
+    lines = [f"{report['run']} ({report['checkpoint']}) on {report['manifest']} split={report['split']!r}",
+             f"{report['head']} fusion head, {len(report['classes'])} classes ({report['label_field']}); "
+             f"accuracy in %; {missing}", format_table(rows)]
+    if report.get("unknown_labels"):
+        lines.append(f"{report['unknown_labels']} rows carry a label the head has no class for (counted wrong)")
+    return "\n".join(lines)
+
+
 def run(args: argparse.Namespace) -> int:
-    from lugha.errors import DataError
+    from lugha.errors import ConfigError, DataError
 
     from ._common import print_json
 
+    from lugha.training.classify import is_classify_run
     from lugha.training.evaluate import evaluate_run, retention
 
     langs = [x.strip() for x in args.languages.split(",") if x.strip()]
     kw = dict(manifest=args.data, split=args.split, checkpoint=args.checkpoint, languages=langs,
               batch_size=args.batch_size)
+    if is_classify_run(args.run_dir, args.checkpoint):
+        from lugha.training.classify_eval import evaluate_classify_run
+
+        if args.baseline:
+            raise ConfigError("--baseline", "English retention compares retrieval runs; RUN is a classify run")
+        report = evaluate_classify_run(args.run_dir, **kw)
+        print_json(report) if args.json else print(format_classify_report(report))
+        return 0
     report = evaluate_run(args.run_dir, **kw)
     if args.baseline:
         base = evaluate_run(args.baseline, **{**kw, "manifest": args.data or report["manifest"], "languages": ["en"]})

@@ -20,6 +20,15 @@ the export: non-zero exit, a report of every failure, and NO bundle left behind 
   (keys: openssl genpkey -algorithm ed25519 -out publisher.pem
          openssl pkey -in publisher.pem -pubout -out publisher.pub.pem)
 
+A classify run (`task: classify`) exports its fusion head as a third graph, `fusion_head` (output
+`logits`, the class names in its manifest entry), kept float in every precision. Its label accuracy per
+language, through each candidate's three graphs, is gated like the encoders' metrics (`head_acc`); the
+image-only / text-only accuracies of late and cross-attention heads are reported beside it. A
+cross-attention head reads patch and token features, so its bundle's image and text encoders get a
+second output (`image_patches`, `text_tokens`); such bundles are ONNX only.
+
+  lugha export runs/late-fusion --out bundles/late --precision fp32,int8
+
 int8: the text tower is quantized dynamically (weights, embedding table per row), the image tower
 statically (QDQ per channel) on real training images from the run's manifest. Before int8 the
 quantization advisor looks for layers known to quantize badly (SiLU + squeeze-excite as in
@@ -65,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     from lugha.export.gates import ExportGateError
     from lugha.export.pipeline import ExportOptions, export_run
     from lugha.export.source import load_run_source
+    from lugha.training.classify import is_classify_run
 
     opts = ExportOptions(formats=args.formats, precisions=args.precisions, max_drop=args.max_drop,
                          allow_drop=args.allow_drop, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
@@ -72,7 +82,12 @@ def run(args: argparse.Namespace) -> int:
                          eval_split=args.eval_split, eval_limit=args.eval_limit, zip=args.zip, sign_key=args.sign,
                          overwrite=args.overwrite, force_legacy_onnx=args.legacy_onnx)
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
-    source = load_run_source(args.run, args.checkpoint)
+    if is_classify_run(args.run, args.checkpoint):
+        from lugha.export.fusion_head import load_classify_source
+
+        source = load_classify_source(args.run, args.checkpoint)
+    else:
+        source = load_run_source(args.run, args.checkpoint)
     try:
         result = export_run(source, args.out, opts, say=say)
     except ExportGateError as e:
