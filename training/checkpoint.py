@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from lugha.config import ModelConfig
-from lugha.errors import LughaError
+from lugha.errors import ConfigError, LughaError
 
 from .train_config import TrainConfig, dump_yaml, load_train_config
 
@@ -175,3 +175,36 @@ def load_run_model(run_dir: str | os.PathLike, which: str = "best"):
     load_trainable_state_dict(model, trainable)
     model.eval()
     return model, tokenizer, model_cfg, train_cfg, folder
+
+
+def init_trainable_from(model, run_dir: str | os.PathLike, model_cfg: ModelConfig) -> str:
+    """Start ``model``'s trainable tensors from ``run_dir``'s best checkpoint where names and shapes match
+    (e.g. a projection-only English baseline's projections under a LoRA run). The towers must be the same
+    ones; what is not taken over is named in the returned message, never dropped silently."""
+    import torch
+
+    from .adapters import trainable_state_dict
+
+    folder = find_checkpoint(run_dir, "best")
+    theirs_cfg = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))
+    mine = model_cfg.to_dict()
+    for key in ("image_tower", "text_tower", "embed_dim"):
+        if theirs_cfg.get(key) != mine.get(key):
+            raise ConfigError("init_from", f"{run_dir}: its {key} differs from this run's; its trained tensors "
+                                           "would start a different model")
+    theirs, _, _ = load_checkpoint(folder, with_state=False)
+    own = trainable_state_dict(model)
+    taken = sorted(n for n in own if n in theirs and theirs[n].shape == own[n].shape)
+    if not taken:
+        raise ConfigError("init_from", f"{run_dir}: none of its {len(theirs)} tensors match this run's "
+                                       f"trainable tensors by name and shape")
+    params = dict(model.named_parameters())
+    buffers = dict(model.named_buffers())
+    with torch.no_grad():
+        for n in taken:
+            (params.get(n) if n in params else buffers[n]).copy_(theirs[n])
+    fresh = sorted(set(own) - set(taken))
+    unused = sorted(set(theirs) - set(taken))
+    return (f"init_from {folder}: {len(taken)} tensors taken ({', '.join(taken[:4])}{', ...' if len(taken) > 4 else ''})"
+            f"; {len(fresh)} start fresh" + (f"; {len(unused)} of its tensors unused ({', '.join(unused[:4])})"
+                                              if unused else ""))

@@ -62,16 +62,27 @@ class PairSet:
         return len(self.records)
 
 
-def epoch_order(langs: np.ndarray, seed: int, epoch: int, balance_languages: bool) -> np.ndarray:
+def epoch_order(langs: np.ndarray, seed: int, epoch: int, balance_languages: bool,
+                language_weights: dict[str, float] | None = None) -> np.ndarray:
     """Row indices of one epoch. Balanced: every language gets the same share of the epoch's slots
-    (small languages repeat within the epoch, large ones are subsampled), instead of its row share."""
+    (small languages repeat within the epoch, large ones are subsampled), instead of its row share.
+    ``language_weights`` multiply those shares (row shares, or equal shares when balanced)."""
     rng = np.random.default_rng([seed, epoch])
     n = len(langs)
-    if not balance_languages:
+    weights = {k: float(v) for k, v in (language_weights or {}).items() if float(v) != 1.0}
+    if not balance_languages and not weights:
         return rng.permutation(n)
     names = sorted(set(langs.tolist()))
     pools = {lang: np.flatnonzero(langs == lang) for lang in names}
-    slots = rng.permutation(np.resize(np.arange(len(names)), n))
+    if weights:
+        base = np.array([1.0 if balance_languages else len(pools[lang]) for lang in names])
+        share = base * np.array([weights.get(lang, 1.0) for lang in names])
+        exact = share / share.sum() * n
+        count = np.floor(exact).astype(np.int64)
+        count[np.argsort(count - exact)[: n - count.sum()]] += 1  # largest remainders get the leftover slots
+        slots = rng.permutation(np.repeat(np.arange(len(names)), count))
+    else:
+        slots = rng.permutation(np.resize(np.arange(len(names)), n))
     cursors = {lang: [rng.permutation(pools[lang]), 0] for lang in names}
     out = np.empty(n, dtype=np.int64)
     for k, li in enumerate(slots):
@@ -84,14 +95,15 @@ def epoch_order(langs: np.ndarray, seed: int, epoch: int, balance_languages: boo
 
 
 def epoch_batches(langs: np.ndarray, groups: Sequence[str], batch_size: int, seed: int, epoch: int,
-                  balance_languages: bool = False, unique_groups: bool = True) -> list[list[int]]:
+                  balance_languages: bool = False, unique_groups: bool = True,
+                  language_weights: dict[str, float] | None = None) -> list[list[int]]:
     """The batches of one epoch, a pure function of its arguments.
 
     With ``unique_groups`` a row whose group is already in the batch waits for the next batch. A tail
     batch under half ``batch_size`` is dropped (its loss would see too few negatives); the order changes
     every epoch, so no row is always the one left out.
     """
-    order = epoch_order(np.asarray(langs), seed, epoch, balance_languages).tolist()
+    order = epoch_order(np.asarray(langs), seed, epoch, balance_languages, language_weights).tolist()
     if not unique_groups:
         batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
     else:

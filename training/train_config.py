@@ -24,7 +24,9 @@ class DataConfig:
     """Which pairs train and validate, and how they are loaded.
 
     ``languages``: keep only these (empty = all). ``balance_languages``: each epoch draws languages
-    uniformly instead of in proportion to their row counts. ``image_cache``: resize each image once into a
+    uniformly instead of in proportion to their row counts. ``language_weights``: multiply a language's
+    share of each epoch (``{en: 4}`` keeps English in view while adapting to every language: the retention
+    lever). ``image_cache``: resize each image once into a
     uint8 memmap under ``cache_dir`` (default ``LUGHA_HOME/cache``). ``augment``: ``hflip`` flips half the
     training images (seeded per epoch and row, so runs repeat; never applied to cached tower features).
     """
@@ -36,6 +38,7 @@ class DataConfig:
     batch_size: int = 64
     num_workers: int = 0
     balance_languages: bool = False
+    language_weights: dict[str, float] = field(default_factory=dict)
     unique_groups: bool = True  # no two rows of one group (same image) in a batch: they are not negatives
     image_cache: bool = True
     cache_dir: str | None = None
@@ -46,6 +49,9 @@ class DataConfig:
             raise ConfigError("data.batch_size", f"contrastive training needs >= 2, got {self.batch_size}")
         if self.num_workers < 0:
             raise ConfigError("data.num_workers", f"must be >= 0, got {self.num_workers}")
+        bad = {k: v for k, v in self.language_weights.items() if not float(v) > 0}
+        if bad:
+            raise ConfigError("data.language_weights", f"weights must be > 0, got {bad}")
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,9 @@ class TrainConfig:
     loop: LoopConfig = field(default_factory=LoopConfig)
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
+    # a finished run whose trained tensors of the same names and shapes start this one (e.g. the English
+    # projections of a baseline under an all-language LoRA run); ignored when resuming
+    init_from: str | None = None
 
     def to_dict(self) -> dict:
         return to_dict(self)
@@ -257,14 +266,14 @@ def load_train_config(path: str | os.PathLike | None, overrides: Sequence[str] =
 
 
 def resolve_paths(cfg: TrainConfig, base: str | os.PathLike = ".") -> TrainConfig:
-    """Make the manifest, cache and ``classify.init_from`` paths absolute (relative to ``base``, the working
+    """Make the manifest, cache and ``init_from`` paths absolute (relative to ``base``, the working
     directory), so the ``config.yaml`` saved in a run still points at the data when resumed from elsewhere."""
     import dataclasses
 
     def absolute(p: str | None) -> str | None:
         return str((Path(base) / p).resolve()) if p else p
 
-    return dataclasses.replace(cfg, data=dataclasses.replace(
+    return dataclasses.replace(cfg, init_from=absolute(cfg.init_from), data=dataclasses.replace(
         cfg.data, manifest=absolute(cfg.data.manifest) or "", cache_dir=absolute(cfg.data.cache_dir)),
         classify=dataclasses.replace(cfg.classify, init_from=absolute(cfg.classify.init_from)))
 

@@ -149,6 +149,8 @@ class Trainer:
             raise ConfigError("data.batch_size", f"{dc.batch_size} x optim.grad_accum {cfg.optim.grad_accum} is "
                               f"more than the {len(self.pairs['train'])} training rows")
         total = min(cfg.loop.max_steps or 1 << 62, cfg.loop.epochs * self.steps_per_epoch)
+        if cfg.init_from and not resume:
+            self.say(ckpt.init_trainable_from(self.model, cfg.init_from, self.model_cfg))
         self.optimizer = make_optimizer(self.model, cfg.optim, self.device)
         self.sched = make_scheduler(self.optimizer, cfg.optim, total)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=use_scaler)
@@ -201,7 +203,7 @@ class Trainer:
     def batches_of(self, epoch: int) -> list[list[int]]:
         dc, p = self.cfg.data, self.pairs["train"]
         b = epoch_batches(p.langs, p.groups, dc.batch_size, self.cfg.runtime.seed, epoch, dc.balance_languages,
-                          dc.unique_groups)
+                          dc.unique_groups, dc.language_weights)
         return b[: len(b) - len(b) % self.cfg.optim.grad_accum]  # whole optimizer steps only
 
     def _source(self, epoch: int, batches: list[list[int]]):
