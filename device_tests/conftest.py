@@ -61,15 +61,18 @@ def selected_backends(config) -> list[str]:
     return [b.strip() for b in config.getoption("backends").split(",") if b.strip()]
 
 
-def _backend_param(backend: str, extra: str = "", *values):
-    """A parameter that skips, with the install command, when the backend's engine is absent."""
-    from lugha.runtimes.backends import BACKENDS, is_installed, not_installed_reason
+def _backend_param(backend: str, extra: str = "", *values, spec=None):
+    """A parameter that skips, with the install command, when the backend's engine is absent (or with
+    the reason, when the engine is known to run this graph wrong and the runtime refuses it)."""
+    from lugha.runtimes.backends import BACKENDS, is_installed, not_installed_reason, unsupported_reason
 
     ident = f"{backend}-{extra}" if extra else backend
     if backend not in BACKENDS:
         return pytest.param(backend, *values, id=ident, marks=pytest.mark.skip(reason=f"unknown backend {backend!r}"))
     if not is_installed(backend):
         return pytest.param(backend, *values, id=ident, marks=pytest.mark.skip(reason=not_installed_reason(backend)))
+    if spec is not None and (why := unsupported_reason(backend, spec)):
+        return pytest.param(backend, *values, id=ident, marks=pytest.mark.skip(reason=f"refused by the runtime: {why}"))
     return pytest.param(backend, *values, id=ident)
 
 
@@ -91,7 +94,8 @@ def pytest_generate_tests(metafunc):
     for backend in selected_backends(config):
         fmt = BACKENDS[backend].format if backend in BACKENDS else None
         if "graph_key" in names:
-            params += [_backend_param(backend, g.key.replace("/", "-"), g.key) for g in m.graphs if g.format == fmt]
+            params += [_backend_param(backend, g.key.replace("/", "-"), g.key, spec=g) for g in m.graphs
+                       if g.format == fmt]
         elif "precision" in names:
             precisions = sorted({g.precision for g in m.graphs if g.format == fmt})
             params += [_backend_param(backend, p, p) for p in precisions]

@@ -33,6 +33,24 @@ class GraphInputError(BundleError):
     """Inputs given to a graph do not match its spec (names, or a static shape the graph cannot take)."""
 
 
+class UnsupportedGraphError(BundleError):
+    """The backend is installed and the graph is in the bundle, but that engine is known to run it wrong."""
+
+
+# (backend, precision, graph kind) -> why: refused up front rather than returning wrong numbers.
+_KNOWN_BROKEN = {
+    ("tflite", "int8", "text"): "tflite-runtime 2.14 lacks the dynamic-range int8 kernels of the text graph and "
+                                "returns wrong (zero) embeddings: use ai-edge-litert (pip install lugha[litert]) "
+                                "or the fp32/fp16 text graph",
+}
+
+
+def unsupported_reason(backend: str, spec: GraphSpec) -> str | None:
+    """Why ``backend`` must not run ``spec`` (None when it may)."""
+    kind = "text" if any(t.name == "input_ids" for t in spec.inputs) else "other"
+    return _KNOWN_BROKEN.get((backend, spec.precision, kind))
+
+
 @dataclass(frozen=True)
 class BackendInfo:
     name: str

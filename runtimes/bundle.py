@@ -18,8 +18,8 @@ import numpy as np
 from ..errors import BundleError, ConfigError
 from ..manifest import MANIFEST_NAME, BundleManifest, GraphSpec, bundle_root, check_relative_path, load_bundle_manifest
 from ..preprocess import preprocess_batch
-from .backends import (AUTO_ORDER, PRECISION_ORDER, GraphNotInBundleError, GraphSession, backend_info,
-                       import_engine, is_installed, not_installed_reason)
+from .backends import (AUTO_ORDER, PRECISION_ORDER, GraphNotInBundleError, GraphSession, UnsupportedGraphError,
+                       backend_info, import_engine, is_installed, not_installed_reason, unsupported_reason)
 from .index import EmbeddingIndex, l2_normalize
 
 ROLES = ("image_encoder", "text_encoder", "fusion_head")
@@ -49,8 +49,13 @@ def _choose(manifest: BundleManifest, backend: str, precision: str) -> tuple[str
                 raise GraphNotInBundleError(f"bundle has no {info.format} graphs for backend {name!r}; "
                                             f"it has: {listing}")
             continue
-        if precision == "auto":
-            chosen = next(p for p in PRECISION_ORDER if p in formats)
+        if precision == "auto":  # the most compact precision whose every graph this backend runs right
+            usable = [p for p in PRECISION_ORDER if p in formats and not any(
+                unsupported_reason(name, g) for g in manifest.graphs if (g.format, g.precision) == (info.format, p))]
+            if not usable:
+                tried.append(f"{name}: no precision it runs correctly")
+                continue
+            chosen = usable[0]
         elif precision in formats:
             chosen = precision
         else:
@@ -89,6 +94,8 @@ def load_graph_session(root: str | os.PathLike, spec: GraphSpec, backend: str,
     """One graph of a bundle folder on one backend (device_tests and benchmarks time graphs alone)."""
     if backend_info(backend).format != spec.format:
         raise GraphNotInBundleError(f"{spec.key}: backend {backend!r} runs {backend_info(backend).format} graphs")
+    if why := unsupported_reason(backend, spec):
+        raise UnsupportedGraphError(f"{spec.key} on {backend!r}: {why}")
     path = Path(root) / spec.file
     if backend == "onnxruntime":
         from .ort_backend import load_graph

@@ -346,3 +346,23 @@ def test_runs_with_torch_blocked(tiny):
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got["backend"] == "onnxruntime" and got["precision"] == "int8" and got["torch"] == []
     assert got["norm"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_tflite_runtime_is_refused_for_int8_text_graphs_before_loading_anything(tmp_path, monkeypatch):
+    """tflite-runtime 2.14 returns wrong (zero) text embeddings on the dynamic-range int8 text graph: the
+    runtime says so instead of serving them; its image graphs and fp32 text stay allowed; auto skips int8."""
+    from lugha.runtimes import backends as be
+    from lugha.runtimes import bundle as bm
+
+    tol = Tolerance(max_abs=1e-3, min_cosine=0.99)
+    text8, img8 = _spec("text_encoder", "tflite", "int8", tol), _spec("image_encoder", "tflite", "int8", tol)
+    text32 = _spec("text_encoder", "tflite", "fp32", tol)
+    assert "ai-edge-litert" in be.unsupported_reason("tflite", text8)
+    assert be.unsupported_reason("litert", text8) is None and be.unsupported_reason("tflite", img8) is None
+    assert be.unsupported_reason("tflite", text32) is None
+    with pytest.raises(be.UnsupportedGraphError, match="text_encoder.*'tflite'.*zero"):
+        bm.load_graph_session(tmp_path, text8, "tflite")  # no file needed: refused before it is read
+    manifest = type("M", (), {"graphs": [text8, img8, text32, _spec("image_encoder", "tflite", "fp32", tol)]})()
+    monkeypatch.setattr(bm, "is_installed", lambda name: name == "tflite")
+    assert bm._choose(manifest, "tflite", "auto") == ("tflite", "fp32")
+    assert bm._choose(manifest, "auto", "auto") == ("tflite", "fp32")
