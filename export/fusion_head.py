@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .gates import DropRow, EvalData
+from .gates import DropRow, EvalData, accuracy_gate
 from .graph_runners import Runner, batched
 
 GATED_HEAD_METRICS = ("head_acc",)
@@ -105,15 +105,7 @@ def head_accuracy(data: EvalData, head, image: Runner, text: Runner, fusion: Run
 def head_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
               max_drop: float) -> list[DropRow]:
     """Each candidate's per-language drop in points on the gated head metrics (rows like the encoders')."""
-    rows = []
-    for name, per_lang in candidates.items():
-        for lang, ref in sorted(reference.items()):
-            for metric in GATED_HEAD_METRICS:
-                if metric in ref and metric in per_lang.get(lang, {}):
-                    got = per_lang[lang][metric]
-                    drop = 100.0 * (ref[metric] - got)
-                    rows.append(DropRow(name, lang, metric, ref[metric], got, drop, drop <= max_drop + 1e-9))
-    return rows
+    return accuracy_gate(reference, candidates, max_drop, GATED_HEAD_METRICS)
 
 
 __all__ = ["load_classify_source", "head_feeds", "head_golden", "without", "class_targets", "head_accuracy",

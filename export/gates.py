@@ -112,13 +112,13 @@ class DropRow:
 
 
 def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
-                  max_drop: float) -> list[DropRow]:
+                  max_drop: float, metrics: tuple[str, ...] = GATED_METRICS) -> list[DropRow]:
     """Every candidate's per-language drop (in points, 100 x fraction) on each gated metric."""
     rows = []
     for name, per_lang in candidates.items():
         for lang, ref in sorted(reference.items()):
             got = per_lang.get(lang, {})
-            for metric in GATED_METRICS:
+            for metric in metrics:
                 if metric not in ref or metric not in got:
                     continue
                 drop = 100.0 * (ref[metric] - got[metric])
