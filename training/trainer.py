@@ -24,7 +24,8 @@ import numpy as np
 from lugha.errors import ConfigError
 
 from . import checkpoint as ckpt
-from .data import ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader, to_model_input
+from .data import (ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader, pad_to_bucket,
+                   to_model_input)
 from .evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
 from .feature_cache import (FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest,
                             image_inputs_key, text_inputs_key)
@@ -232,6 +233,8 @@ class Trainer:
                 txt_f = self._cached("text", idx)
             else:
                 ids, mask = self.tokenizer([pairs.texts[i] for i in idx.tolist()])
+                if self.cfg.runtime.compile:  # a new caption length would be a new compiled graph
+                    ids, mask = pad_to_bucket(ids, mask, self.tokenizer.pad_id)
                 with torch.no_grad() if self.txt_frozen else contextlib.nullcontext():
                     txt_f = self.text_fn(ids.to(dev), mask.to(dev))
             return m.loss(m.project_image(img_f), m.project_text(txt_f))
