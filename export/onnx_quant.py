@@ -6,12 +6,12 @@
   (``Gather(int8 table) -> Cast -> Mul(Gather(row scales))``): rows are read, never the whole table.
 * Image towers: ``quantize_static`` QDQ, int8 weights per output channel (symmetric), uint8 asymmetric
   activations per tensor calibrated on real training images (Percentile 99.9999 by default); nodes the
-  advisor flags stay in float. Then the int8 weights of every k x k kernel are re-rounded so that each
-  kernel keeps its float sum (:func:`round_keep_kernel_sums`): plain rounding shifts a depthwise 3x3
-  kernel's sum by up to 4.5 steps, and on flat image regions (skies, walls, emoji) that sum is the whole
-  response, so the error lands as a per-channel offset a ReLU6 then amplifies. On EfficientNet-Lite0 this
-  took the mean cosine to fp32 from 0.988 to 0.997 on 100 held-out images, and Percentile 99.9999
-  (over 99.999, 99.99, MinMax, Entropy) the worst image from 0.98 to 0.99 (benchmarks/int8_image_tower.json).
+  advisor flags stay float, and so do the stem and the blocks before the first residual connection
+  (:func:`float_stem_nodes`). Then the int8 weights are re-rounded with GPTQ on the same images
+  (:mod:`lugha.export.image_int8`): each layer's output, not each weight, is kept as close to float as
+  the int8 grid allows. Mean cosine to fp32 of EfficientNet-Lite0 on 149 held-out images: 0.980 with
+  plain rounding, 0.994 keeping kernel sums, 0.997 with GPTQ, 0.999 with the float stem as well
+  (benchmarks/int8_image_tower.json).
 * fp16: every float initializer and op to float16 with float32 inputs and outputs kept.
 
 ``quant_pre_process`` (shape inference + ORT graph optimisation) runs before the quantizers, in a
@@ -30,6 +30,8 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from lugha.errors import LughaError
+
+from .image_int8 import ROUNDINGS, float_stem_length, round_keep_kernel_sums  # noqa: F401 - re-exported
 
 # A Gather whose float table has at least this many elements is an embedding table worth quantizing.
 EMBEDDING_MIN_ELEMENTS = 1 << 16
@@ -168,18 +170,21 @@ class ImageCalibrationReader:
 def quantize_image_static(src: str | Path, dst: str | Path, batches: Sequence[np.ndarray],
                           method: str = "percentile", per_channel: bool = True,
                           nodes_to_exclude: Sequence[str] = (), activations: str = "uint8",
-                          percentile: float = 99.9999, keep_kernel_sums: bool = True,
-                          reduce_range: bool = False) -> QuantReport:
+                          percentile: float = 99.9999, rounding: str = "gptq",
+                          reduce_range: bool = False, float_stem: str | int = "auto") -> QuantReport:
     """Static int8 QDQ calibrated on ``batches`` of real preprocessed images. ``activations``:
     ``uint8`` (asymmetric: the default, measured best on Lite0), ``int8`` (symmetric signed, what some
     NPUs want) or ``int16`` (w8a16: 8-bit weights, 16-bit activations, for towers whose activations do not
-    fit 8 bits). ``keep_kernel_sums``: re-round k x k kernels so each keeps its float sum (see the module
-    docstring). ``reduce_range`` (7-bit weights) is off by default: it costs Lite0 0.04 of cosine and only
-    helps pre-VNNI x86 int8 kernels."""
+    fit 8 bits). ``rounding`` (:mod:`lugha.export.image_int8`): ``gptq`` (the default, on the same
+    images), ``kernel_sum`` or ``nearest``. ``float_stem``: the leading layers kept float
+    (:func:`float_stem_nodes`). ``reduce_range`` (7-bit weights) is off by default: it costs Lite0 0.04
+    of cosine and only helps pre-VNNI x86 int8 kernels."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIB_METHODS:
         raise QuantizationError(f"calibration method {method!r}: expected one of {CALIB_METHODS}")
+    if rounding not in ROUNDINGS:
+        raise QuantizationError(f"rounding {rounding!r}: expected one of {ROUNDINGS}")
     if not batches:
         raise QuantizationError("static quantization needs calibration images; none were given")
     calib = {"percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy,
@@ -193,79 +198,142 @@ def quantize_image_static(src: str | Path, dst: str | Path, batches: Sequence[np
         extra["CalibPercentile"] = float(percentile)
     if activations == "int16":
         extra["UseQDQContribOps"] = True  # 16-bit Q/DQ are contrib ops before opset 21
-    rerounded = 0
+    import onnx
+
     with tempfile.TemporaryDirectory(prefix="lugha-quant-") as tmp:
         pre = Path(tmp) / "pre.onnx"
         _pre_process(Path(src).resolve(), pre)
+        pre_model = onnx.load(str(pre))
+        stem = float_stem_nodes(pre_model, float_stem)
+        n_stem = sum(1 for n in pre_model.graph.node if n.op_type == "Conv" and (n.name or n.output[0]) in stem)
+        del pre_model
         with _in_dir(Path(tmp)):
             quantize_static(str(pre), str(Path(dst).resolve()), ImageCalibrationReader(batches),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                             activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,
-                            nodes_to_exclude=list(nodes_to_exclude), extra_options=extra)
-        if keep_kernel_sums:
-            rerounded = reround_conv_weights(dst, pre)
-    n_images = int(sum(len(b) for b in batches))
-    rounding = (f"; k x k kernels re-rounded to keep each kernel's sum ({rerounded} convs)" if rerounded
-                else "; round to nearest")
+                            nodes_to_exclude=list(dict.fromkeys([*stem, *nodes_to_exclude])),
+                            extra_options=extra)
+        done = reround_weights(dst, pre, rounding, batches)
     return QuantReport(f"int8 static QDQ (onnxruntime quantize_static, {method} calibration)", {
-        "weights": f"int8 {'per channel' if per_channel else 'per tensor'}, symmetric{rounding}",
-        "activations": ACTIVATIONS[activations],
-        "calibration_images": n_images, "calibration_method": method,
+        "weights": f"int8 {'per channel' if per_channel else 'per tensor'}, symmetric; {done}",
+        "rounding": rounding, "activations": ACTIVATIONS[activations],
+        "calibration_images": int(sum(len(b) for b in batches)), "calibration_method": method,
         **({"calibration_percentile": float(percentile)} if method == "percentile" else {}),
+        "float_stem": f"{n_stem} leading convs kept float ({float_stem})" if stem else f"none ({float_stem})",
         "reduce_range": reduce_range, "pre_process": "onnxruntime quant_pre_process (shape inference, Conv+BatchNorm fused)",
-        "nodes_kept_float": len(nodes_to_exclude)})
+        "nodes_kept_float": len(set(stem) | set(nodes_to_exclude))})
 
 
-def round_keep_kernel_sums(w: np.ndarray, scale: np.ndarray, qmin: int = -127, qmax: int = 127) -> np.ndarray:
-    """Integer weights of ``w`` ([out, in, kh, kw], ``scale`` per output channel) rounded to nearest,
-    then, per (out, in) kernel, the taps nearest to their other rounding moved one step until the kernel's
-    integer sum is the float sum rounded (largest-remainder rounding). Each tap stays within one step of
-    its float value; 1x1 kernels (one tap) are plain rounding."""
-    v = w.astype(np.float64) / np.asarray(scale, np.float64).reshape(-1, *([1] * (w.ndim - 1)))
-    r = np.clip(np.rint(v), qmin, qmax)
-    if w.ndim != 4 or w.shape[2] * w.shape[3] == 1:
-        return r
-    v, r = v.reshape(*w.shape[:2], -1), r.reshape(*w.shape[:2], -1)
-    moves = np.rint(v.sum(-1) - r.sum(-1))[..., None]  # > 0: that many taps go up one step, < 0: down
-    frac = v - r
-    can_up, can_down = r + 1 <= qmax, r - 1 >= qmin
-    # rank taps by how close they were to rounding the other way (stable, so ties go to the first tap)
-    rank_up = np.argsort(np.argsort(np.where(can_up, -frac, np.inf), -1, kind="stable"), -1, kind="stable")
-    rank_down = np.argsort(np.argsort(np.where(can_down, frac, np.inf), -1, kind="stable"), -1, kind="stable")
-    r = r + ((rank_up < moves) & can_up) - ((rank_down < -moves) & can_down)
-    return r.reshape(w.shape)
+def float_stem_nodes(model, keep: str | int = "auto") -> list[str]:
+    """Names of the leading nodes of an image graph kept float (the rule: :func:`float_stem_length`)."""
+    nodes, inits = list(model.graph.node), {t.name for t in model.graph.initializer}
+    kinds = ["conv" if n.op_type == "Conv" else
+             "act" if n.op_type in ("Clip", "Relu") and i and n.input[0] == nodes[i - 1].output[0] else
+             "residual_add" if n.op_type == "Add" and len(n.input) == 2 and not set(n.input) & inits else "other"
+             for i, n in enumerate(nodes)]
+    try:
+        return [n.name or n.output[0] for n in nodes[:float_stem_length(kinds, keep)]]
+    except ValueError as e:
+        raise QuantizationError(str(e)) from None
 
 
-def reround_conv_weights(quantized: str | Path, float_model: str | Path) -> int:
-    """Rewrite in place the int8 weights of every k x k ``Conv`` of a QDQ graph with
-    :func:`round_keep_kernel_sums`, reading the float weights from the graph it was quantized from and
-    keeping the quantizer's scales. Returns how many convs were rewritten."""
+@dataclass
+class _QuantizedLayer:
+    node: str
+    weight: str  # the int8 initializer
+    scale: np.ndarray
+    w_float: np.ndarray
+    float_input: str  # the layer's input in the float graph
+    attrs: dict
+
+
+def _quantized_layers(model, float_model) -> list[_QuantizedLayer]:
+    """Conv/Gemm nodes of a QDQ graph with symmetric int8 per-channel (or per-tensor) weights on axis 0,
+    with their float weights and inputs in the graph they were quantized from."""
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in model.graph.initializer}
+    floats = {t.name: t for t in float_model.graph.initializer}
+    float_nodes = {n.name: n for n in float_model.graph.node if n.name}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = []
+    for node in model.graph.node:
+        dq = producer.get(node.input[1]) if node.op_type in ("Conv", "Gemm") and len(node.input) > 1 else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits or node.name not in float_nodes:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        dq_axis = {a.name: helper.get_attribute_value(a) for a in dq.attribute}.get("axis", 1)
+        source = floats.get(dq.input[0][:-len("_quantized")] if dq.input[0].endswith("_quantized") else "")
+        q, scale = numpy_helper.to_array(inits[dq.input[0]]), numpy_helper.to_array(inits[dq.input[1]])
+        zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else 0
+        if (source is None or q.dtype != np.int8 or np.any(zero != 0) or scale.shape not in ((q.shape[0],), ())
+                or (scale.ndim and dq_axis != 0) or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+                or (node.op_type == "Gemm" and (attrs.get("transB", 0) != 1 or attrs.get("transA", 0)))):
+            continue  # only what quantize_static writes for convs and torch Linear layers
+        out.append(_QuantizedLayer(node.name, dq.input[0], np.broadcast_to(scale, (q.shape[0],)),
+                                   numpy_helper.to_array(source), float_nodes[node.name].input[0], attrs))
+    return out
+
+
+def _input_hessians(float_model, layers: Sequence[_QuantizedLayer], batches) -> dict[str, np.ndarray]:
+    """``E[x x^T]`` of every layer's input patches, from the float graph run on ``batches``."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from .image_int8 import HessianSum, conv_patches
+
+    graph_inputs = {i.name for i in float_model.graph.input}
+    wanted = sorted({lay.float_input for lay in layers} - graph_inputs)
+    extra = type(float_model)()
+    extra.CopyFrom(float_model)
+    extra.graph.output.extend(helper.make_tensor_value_info(n, TensorProto.FLOAT, None) for n in wanted)
+    session = ort.InferenceSession(extra.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    sums = {lay.node: HessianSum() for lay in layers}
+    for batch in batches:
+        feeds = {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)}
+        values = {**feeds, **dict(zip(names, session.run(None, feeds)))}
+        for lay in layers:
+            a, w = lay.attrs, lay.w_float
+            sums[lay.node].add(conv_patches(values[lay.float_input], w.shape[2:], a.get("strides", (1, 1)),
+                                            a.get("pads", (0, 0, 0, 0)), a.get("dilations", (1, 1)),
+                                            a.get("group", 1)) if w.ndim == 4 else conv_patches(values[lay.float_input]))
+    return {k: s.mean() for k, s in sums.items() if s.rows >= s.total.shape[-1]}  # fewer rows than inputs: skip
+
+
+def reround_weights(quantized: str | Path, float_model: str | Path, rounding: str = "gptq",
+                    batches: Sequence[np.ndarray] = ()) -> str:
+    """Rewrite in place the int8 weights of a QDQ graph's convs and linear layers with ``rounding``
+    (:mod:`lugha.export.image_int8`), keeping the quantizer's scales; the float weights (and, for
+    ``gptq``, the layer inputs on ``batches``) come from the graph it was quantized from. Layers GPTQ
+    cannot serve (fewer calibration rows than inputs) keep their kernel sums. Says what was done."""
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(quantized))
-    floats = {t.name: t for t in onnx.load(str(float_model)).graph.initializer}
+    from .image_int8 import gptq_round, round_keep_kernel_sums
+
+    if rounding == "nearest":
+        return "round to nearest"
+    model, fmodel = onnx.load(str(quantized)), onnx.load(str(float_model))
+    layers = _quantized_layers(model, fmodel)
+    hessians = _input_hessians(fmodel, layers, batches) if rounding == "gptq" and batches else {}
     inits = {t.name: t for t in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-    done = 0
-    for node in model.graph.node:
-        dq = producer.get(node.input[1]) if node.op_type == "Conv" and len(node.input) > 1 else None
-        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in inits:
+    n_gptq = n_sums = 0
+    for lay in layers:
+        h = hessians.get(lay.node)
+        if h is not None:
+            groups = int(lay.attrs.get("group", 1))
+            q = gptq_round(lay.w_float, lay.scale, h if groups > 1 else h[0])
+            n_gptq += 1
+        elif lay.w_float.ndim == 4 and lay.w_float.shape[2] * lay.w_float.shape[3] > 1:
+            q, n_sums = round_keep_kernel_sums(lay.w_float, lay.scale), n_sums + 1
+        else:
             continue
-        q_name = dq.input[0]
-        source = floats.get(q_name[:-len("_quantized")] if q_name.endswith("_quantized") else "")
-        q, scale = numpy_helper.to_array(inits[q_name]), numpy_helper.to_array(inits[dq.input[1]])
-        if source is None or q.dtype != np.int8 or q.ndim != 4 or q.shape[2] * q.shape[3] == 1:
-            continue
-        zero = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] in inits else 0
-        if np.any(zero != 0) or scale.shape not in ((q.shape[0],), ()):
-            continue  # only the symmetric per-channel (or per-tensor) weights quantize_static writes
-        scale = np.broadcast_to(scale, (q.shape[0],))
-        new = round_keep_kernel_sums(numpy_helper.to_array(source), scale).astype(np.int8)
-        inits[q_name].CopyFrom(numpy_helper.from_array(new, q_name))
-        done += 1
+        inits[lay.weight].CopyFrom(numpy_helper.from_array(q.astype(np.int8), lay.weight))
     onnx.save(model, str(quantized))
-    return done
+    parts = ([f"GPTQ rounding on the calibration images ({n_gptq} layers)"] if n_gptq else []) + (
+        [f"k x k kernels re-rounded to keep each kernel's sum ({n_sums} convs)"] if n_sums else [])
+    return "; ".join(parts) or "round to nearest"
 
 
 def convert_fp16(src: str | Path, dst: str | Path, op_block_list: Sequence[str] | None = None) -> QuantReport:
@@ -289,5 +357,5 @@ def convert_fp16(src: str | Path, dst: str | Path, op_block_list: Sequence[str] 
 
 
 __all__ = ["quantize_text_dynamic", "quantize_image_static", "convert_fp16", "quantize_embedding_gathers",
-           "round_keep_kernel_sums", "reround_conv_weights", "float_weights", "ImageCalibrationReader",
-           "QuantReport", "QuantizationError", "CALIB_METHODS"]
+           "round_keep_kernel_sums", "reround_weights", "float_stem_nodes", "float_weights",
+           "ImageCalibrationReader", "QuantReport", "QuantizationError", "CALIB_METHODS"]

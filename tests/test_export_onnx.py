@@ -16,7 +16,7 @@ from lugha.export import advisor  # noqa: E402
 from lugha.export.graph_runners import onnx_runner  # noqa: E402
 from lugha.export.onnx_export import export_onnx  # noqa: E402
 from lugha.export.onnx_quant import (convert_fp16, float_weights, quantize_image_static,  # noqa: E402
-                                     quantize_text_dynamic, round_keep_kernel_sums)
+                                     quantize_text_dynamic)
 from lugha.export.specs import SPECS, tolerance_for, torch_reference  # noqa: E402
 from lugha.parity import assert_parity, compare_outputs  # noqa: E402
 
@@ -154,44 +154,47 @@ def test_b0_keep_float_leaves_se_nodes_unquantized(exported, tmp_path):
                                for n in se_sigmoids)
 
 
-def test_kernel_sum_rounding_keeps_each_kernel_sum_within_half_a_step():
-    rng = np.random.default_rng(0)
-    w = rng.normal(size=(64, 1, 3, 3)) * rng.uniform(0.01, 2.0, size=(64, 1, 1, 1))
-    scale = np.abs(w).reshape(64, -1).max(1) / 127
-    v = w / scale[:, None, None, None]
-    q = round_keep_kernel_sums(w, scale)
-    assert np.array_equal(q, np.rint(q)) and np.abs(q).max() == 127  # integers, the scale's end kept
-    assert np.abs(q - v).max() < 1.0  # every tap stays within one step of its float value
-    sums = lambda a: a.reshape(64, -1).sum(1)  # noqa: E731
-    assert np.abs(sums(q) - sums(v)).max() <= 0.5 + 1e-9
-    assert np.abs(sums(np.rint(v)) - sums(v)).max() > 1.0  # plain rounding drifts (so this test can fail)
-    w1 = rng.normal(size=(8, 4, 1, 1))  # a 1x1 kernel has one tap: plain rounding
-    assert np.array_equal(round_keep_kernel_sums(w1, np.full(8, 0.01)), np.clip(np.rint(w1 / 0.01), -127, 127))
-
-
-def test_image_int8_rerounds_kxk_kernels_to_their_float_sums(exported, tmp_path):
+def test_image_int8_roundings_share_scales_and_the_float_stem_stays_float(exported, tmp_path):
     from onnx import numpy_helper
 
     _, models = exported
     model, images, _, paths = models["test-tiny"]
     fp32 = onnx.load(str(paths["image_encoder"]))
     floats = {t.name: numpy_helper.to_array(t) for t in fp32.graph.initializer}
-    n_kxk = sum(1 for n in fp32.graph.node if n.op_type == "Conv" and floats[n.input[1]].shape[2:] != (1, 1))
+    stem = [n.input[1] for n in fp32.graph.node if n.op_type == "Conv"][:2]
     calib = [images["pixel_values"][:8], images["pixel_values"][8:]]
-    worst = {}
-    for keep in (True, False):
-        dst = tmp_path / f"img.{keep}.onnx"
-        report = quantize_image_static(paths["image_encoder"], dst, calib, keep_kernel_sums=keep)
-        assert (f"({n_kxk} convs)" in report.details["weights"]) == keep and n_kxk > 0
+    weights = {}
+    for rounding in ("nearest", "kernel_sum", "gptq"):
+        dst = tmp_path / f"img.{rounding}.onnx"
+        report = quantize_image_static(paths["image_encoder"], dst, calib, rounding=rounding, float_stem=2).details
+        assert report["rounding"] == rounding and report["float_stem"] == "2 leading convs kept float (2)"
         inits = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(dst)).graph.initializer}
-        errs = []
-        for name, q in inits.items():
-            if name.endswith("_quantized") and q.ndim == 4 and q.shape[2:] != (1, 1):
-                scale = inits[name[:-len("_quantized")] + "_scale"]
-                v = floats[name[:-len("_quantized")]] / scale.reshape(-1, 1, 1, 1)
-                errs.append(np.abs(q.astype(np.float64).reshape(*q.shape[:2], -1).sum(-1)
-                                   - v.reshape(*q.shape[:2], -1).sum(-1)).max())
-        assert len(errs) == n_kxk
-        worst[keep] = max(errs)
+        weights[rounding] = {n[:-len("_quantized")]: (q.astype(np.float64), inits[n[:-len("_quantized")] + "_scale"])
+                             for n, q in inits.items() if n.endswith("_quantized") and q.dtype == np.int8}
+        assert all(name in inits and name not in weights[rounding] for name in stem)  # float, not int8
         _parity("image_encoder", model, images, dst, "int8")
-    assert worst[True] <= 0.5 + 1e-6 < worst[False]
+    assert "GPTQ rounding on the calibration images" in report["weights"]
+    for name, (q, scale) in weights["gptq"].items():
+        v = floats[name].astype(np.float64) / scale.astype(np.float64).reshape(-1, *[1] * (q.ndim - 1))
+        assert np.abs(q - v).max() < 1.0  # every integer on its float value's floor or ceil
+        assert np.array_equal(weights["nearest"][name][0], np.clip(np.rint(v), -127, 127))
+        assert np.array_equal(scale, weights["nearest"][name][1])  # the roundings share the quantizer's scales
+        if q.ndim == 4 and q.shape[2:] != (1, 1):
+            k = weights["kernel_sum"][name][0]
+            assert np.abs(k.reshape(*k.shape[:2], -1).sum(-1) - v.reshape(*v.shape[:2], -1).sum(-1)).max() <= 0.5 + 1e-6
+    assert any(not np.array_equal(q, weights["nearest"][n][0]) for n, (q, _) in weights["gptq"].items())
+
+
+def test_float_stem_nodes_on_a_tower_with_an_early_residual(exported):
+    from lugha.export.onnx_quant import QuantizationError, float_stem_nodes
+
+    _, models = exported
+    lite, b0 = (onnx.load(str(models[n][3]["image_encoder"])) for n in ("test-tiny", "test-tiny-b0"))
+    assert float_stem_nodes(lite) == []  # the tiny Lite0's first residual add comes after a third of its convs
+    stem = float_stem_nodes(b0)
+    order = [n.name for n in b0.graph.node]
+    assert stem == order[:len(stem)] and b0.graph.node[len(stem) - 1].op_type == "Add"
+    first_two = float_stem_nodes(lite, 2)
+    assert [n.op_type for n in lite.graph.node[:len(first_two)]] == ["Conv", "Clip", "Conv", "Clip"]
+    with pytest.raises(QuantizationError, match="float_stem"):
+        float_stem_nodes(lite, "most")

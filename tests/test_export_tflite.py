@@ -67,8 +67,29 @@ def test_image_tower_pt2e_int8_and_fp16(tiny, tmp_path):
                 io_quantization(done.path, spec))
             n_relu6 = sum(1 for m in model.image_tower.modules() if type(m).__name__ == "ReLU6")
             assert f"{n_relu6} conv+ReLU/ReLU6 pairs observed after the clamp" in done.quantization["activations"]
-            assert "re-rounded to keep each kernel's sum" in done.quantization["weights"]
+            assert "GPTQ rounding on the calibration images" in done.quantization["weights"]
+            assert done.quantization["float_stem"] == "none (auto)"  # the tiny twin's first residual is late
             _same_as_the_runtime_session(done.path, spec, inputs, out)
+
+
+def test_image_int8_float_stem_takes_float_input(tiny, tmp_path):
+    from lugha.export.tflite_int8 import convert_image_int8_pt2e
+
+    model, _ = tiny
+    spec = SPECS["image_encoder"]
+    g = torch.Generator().manual_seed(2)
+    pixels = torch.nn.functional.interpolate(torch.randn(8, 3, 4, 4, generator=g) * 2, size=32, mode="bilinear").numpy()
+    done = convert_image_int8_pt2e(spec, model, {"pixel_values": pixels[:1]}, tmp_path / "stem.tflite", [pixels],
+                                   float_stem=2)
+    assert done.quantization["float_stem"] == "2 leading convs kept float (2)"
+    n_relu6 = sum(1 for m in model.image_tower.modules() if type(m).__name__ == "ReLU6")
+    assert f"{n_relu6 - 2} conv+ReLU/ReLU6 pairs observed" in done.quantization["activations"]
+    details = tflite_interpreter(done.path).get_signature_runner().get_input_details()
+    assert [np.dtype(d["dtype"]) for d in details.values()] == [np.float32]  # the stem's input is float
+    assert set(io_quantization(done.path, spec)) == {"image_embeds"}
+    ref = torch_reference(spec, model, {"pixel_values": pixels})
+    assert_parity(ref, tflite_runner(done.path, spec)({"pixel_values": pixels}),
+                  tolerance_for(*spec.tolerances["int8"], ref), "image/int8 float stem")
 
 
 def _same_as_the_runtime_session(path, spec, inputs, out):
@@ -84,7 +105,7 @@ def _same_as_the_runtime_session(path, spec, inputs, out):
 def test_relu6_after_a_conv_gets_its_own_observer_not_the_convs(tiny):
     """litert-torch's stock annotators let ReLU6 share the conv's observer (the int8 grid then spans the
     pre-activation range); the exporter's quantizer observes after the clamp, which TFLite fuses."""
-    from lugha.export.tflite_export import _clamp_aware_quantizer
+    from lugha.export.tflite_int8 import _clamp_aware_quantizer
     from torchao.quantization.pt2e import quantize_pt2e
 
     model, _ = tiny
