@@ -31,8 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=mod.HELP, description=getattr(mod, "DESCRIPTION", mod.HELP),
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.configure(p)
-        p.set_defaults(_run=getattr(p, "_defaults", {}).get("_run", mod.run))
+        # a command made of sub-actions (data, bundle, feedback, experiments) has no run of its own: called
+        # without a sub-action it prints its help and exits 2, as argparse does for a usage error
+        p.set_defaults(_run=getattr(p, "_defaults", {}).get("_run", getattr(mod, "run", _group_help)), _parser=p)
     return parser
+
+
+def _group_help(args: argparse.Namespace) -> int:
+    args._parser.print_help()
+    return 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -34,12 +34,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", help="bundle folder (or its manifest.json)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(_run=run_info)
-    parser.set_defaults(_parser=parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    args._parser.print_help()
-    return 2
 
 
 def run_verify(args: argparse.Namespace) -> int:

@@ -33,9 +33,4 @@ def configure(parser: argparse.ArgumentParser) -> None:
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         mod.configure(p)
         p.set_defaults(_run=mod.run)
-    parser.set_defaults(_parser=parser)
 
-
-def run(args: argparse.Namespace) -> int:
-    args._parser.print_help()
-    return 2

@@ -57,12 +57,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(_run=run_fusion)
-    parser.set_defaults(_parser=parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    args._parser.print_help()
-    return 2
 
 
 def run_fusion(args: argparse.Namespace) -> int:

@@ -36,12 +36,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
     rep.add_argument("--precision", default=None, help="which precision's metrics (default int8, then fp32)")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.set_defaults(_run=run_report)
-    parser.set_defaults(_parser=parser)
-
-
-def run(args: argparse.Namespace) -> int:
-    args._parser.print_help()
-    return 2
 
 
 def run_export(args: argparse.Namespace) -> int:
