@@ -10,7 +10,7 @@
   (:func:`float_stem_nodes`). Then the int8 weights are re-rounded with GPTQ on the same images
   (:mod:`lugha.export.image_int8`): each layer's output, not each weight, is kept as close to float as
   the int8 grid allows. Mean cosine to fp32 of EfficientNet-Lite0 on 149 held-out images: 0.980 with
-  plain rounding, 0.994 keeping kernel sums, 0.997 with GPTQ, 0.999 with the float stem as well
+  plain rounding, 0.994 keeping kernel sums, 0.996 with GPTQ, 0.9989 with the float stem as well
   (benchmarks/int8_image_tower.json).
 * fp16: every float initializer and op to float16 with float32 inputs and outputs kept.
 
@@ -31,7 +31,7 @@ import numpy as np
 
 from lugha.errors import LughaError
 
-from .image_int8 import ROUNDINGS, float_stem_length, round_keep_kernel_sums  # noqa: F401 - re-exported
+from .image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
 
 # A Gather whose float table has at least this many elements is an embedding table worth quantizing.
 EMBEDDING_MIN_ELEMENTS = 1 << 16
@@ -220,7 +220,8 @@ def quantize_image_static(src: str | Path, dst: str | Path, batches: Sequence[np
         "calibration_images": int(sum(len(b) for b in batches)), "calibration_method": method,
         **({"calibration_percentile": float(percentile)} if method == "percentile" else {}),
         "float_stem": f"{n_stem} leading convs kept float ({float_stem})" if stem else f"none ({float_stem})",
-        "reduce_range": reduce_range, "pre_process": "onnxruntime quant_pre_process (shape inference, Conv+BatchNorm fused)",
+        "reduce_range": reduce_range,
+        "pre_process": "onnxruntime quant_pre_process (shape inference, Conv+BatchNorm fused)",
         "nodes_kept_float": len(set(stem) | set(nodes_to_exclude))})
 
 
@@ -280,8 +281,6 @@ def _input_hessians(float_model, layers: Sequence[_QuantizedLayer], batches) -> 
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from .image_int8 import HessianSum, conv_patches
-
     graph_inputs = {i.name for i in float_model.graph.input}
     wanted = sorted({lay.float_input for lay in layers} - graph_inputs)
     extra = type(float_model)()
@@ -294,10 +293,10 @@ def _input_hessians(float_model, layers: Sequence[_QuantizedLayer], batches) -> 
         feeds = {session.get_inputs()[0].name: np.ascontiguousarray(batch, np.float32)}
         values = {**feeds, **dict(zip(names, session.run(None, feeds)))}
         for lay in layers:
-            a, w = lay.attrs, lay.w_float
-            sums[lay.node].add(conv_patches(values[lay.float_input], w.shape[2:], a.get("strides", (1, 1)),
-                                            a.get("pads", (0, 0, 0, 0)), a.get("dilations", (1, 1)),
-                                            a.get("group", 1)) if w.ndim == 4 else conv_patches(values[lay.float_input]))
+            a, x = lay.attrs, values[lay.float_input]
+            sums[lay.node].add(conv_patches(x, lay.w_float.shape[2:], a.get("strides", (1, 1)), a.get("pads", (0,) * 4),
+                                            a.get("dilations", (1, 1)), a.get("group", 1))
+                               if lay.w_float.ndim == 4 else conv_patches(x))
     return {k: s.mean() for k, s in sums.items() if s.rows >= s.total.shape[-1]}  # fewer rows than inputs: skip
 
 
@@ -309,8 +308,6 @@ def reround_weights(quantized: str | Path, float_model: str | Path, rounding: st
     cannot serve (fewer calibration rows than inputs) keep their kernel sums. Says what was done."""
     import onnx
     from onnx import numpy_helper
-
-    from .image_int8 import gptq_round, round_keep_kernel_sums
 
     if rounding == "nearest":
         return "round to nearest"

@@ -159,19 +159,22 @@ def quantize_flatbuffer(src: str | Path, dst: str | Path, precision: str) -> dic
 
 def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.ndarray], path: str | Path,
                   layout: str = "NCHW", seq_lengths: Sequence[int] = (),
-                  calib_batches: Sequence[np.ndarray] = ()) -> TfliteExport:
-    """One TFLite graph of ``spec`` at ``precision`` (see the module docstring for what each means)."""
+                  calib_batches: Sequence[np.ndarray] = (), rounding: str = "gptq",
+                  float_stem: str | int = "auto") -> TfliteExport:
+    """One TFLite graph of ``spec`` at ``precision`` (see the module docstring for what each means).
+    ``rounding``, ``float_stem``: the static int8 recipe (:mod:`lugha.export.image_int8`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     if precision == "int8" and spec.quant_scheme == "static":
+        from .graph_runners import io_quantization
         from .tflite_int8 import convert_image_int8_pt2e
 
-        done = convert_image_int8_pt2e(spec, model, sample, path, calib_batches, layout)
-        from .graph_runners import io_quantization
+        done = convert_image_int8_pt2e(spec, model, sample, path, calib_batches, layout, rounding=rounding,
+                                       float_stem=float_stem)
 
         io = io_quantization(path, spec)
-        if io:  # a full-integer graph: the runtime (de)quantizes at the boundary with these parameters
+        if io:  # int8 graph tensors at the boundary: the runtime (de)quantizes them with these parameters
             done.quantization["io"] = io
             done.quantization["io_note"] = ("int8 graph tensors at the boundary: quantize float inputs and "
                                             "dequantize outputs with each tensor's scale/zero_point (TFLite "

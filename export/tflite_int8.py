@@ -4,8 +4,8 @@ int8 weights per channel (symmetric), int8 asymmetric activations per tensor (hi
 calibrated on real training images, BatchNorm folded by ``prepare_pt2e``, the graph in eval mode. Over
 litert-torch's stock quantizer (mean cosine to fp32 on Lite0 0.786): a conv followed by ReLU/ReLU6 is
 observed *after* the clamp (stock: the clamp shares the conv's observer, so the int8 grid spans the
-pre-activation range: 0.980), the stem stays float and the weights are GPTQ-rounded as on the ONNX path
-(0.999; benchmarks/int8_image_tower.json). A float stem makes the graph's input float32; its output stays
+pre-activation range: 0.980), the weights are GPTQ-rounded (0.997) and the stem stays float (0.9988) as
+on the ONNX path (benchmarks/int8_image_tower.json). A float stem makes the graph's input float32; its output stays
 int8 (the runtime dequantizes it with the tensor's own scale, :mod:`lugha.tflite_io`).
 """
 from __future__ import annotations
@@ -94,7 +94,7 @@ def _stem_nodes(gm, keep: str | int = "auto") -> set[str]:
 def _geometry(node) -> dict:
     """stride/pads/dilation/groups of an aten conv node (ONNX pad order), for conv_patches."""
     a = list(node.args) + [None] * 9
-    if str(node.target) == "aten.convolution.default":  # (x, w, b, stride, padding, dilation, transposed, out_pad, groups)
+    if str(node.target) == "aten.convolution.default":  # (x, w, b, stride, pad, dilation, transposed, _, groups)
         stride, pad, dil, groups = a[3], a[4], a[5], a[8]
     else:  # aten.conv2d: (x, w, b, stride, padding, dilation, groups)
         stride, pad, dil, groups = a[3], a[4], a[5], a[6]
@@ -144,8 +144,10 @@ def _quantized_weights(converted):
         if node.op != "call_function" or str(node.target) not in (*_CONVS, _LINEAR):
             continue
         dq = node.args[1]
-        q = dq.args[0] if getattr(dq, "op", "") == "call_function" and "dequantize_per_channel" in str(dq.target) else None
-        if q is None or "quantize_per_channel" not in str(getattr(q, "target", "")):
+        if getattr(dq, "op", "") != "call_function" or "dequantize_per_channel" not in str(dq.target):
+            continue
+        q = dq.args[0]
+        if "quantize_per_channel" not in str(getattr(q, "target", "")):
             continue
         w_node, s_node, z_node, axis, qmin, qmax = q.args[:6]
         if not all(getattr(n, "op", "") == "get_attr" for n in (w_node, s_node, z_node)) or axis != 0:
@@ -223,12 +225,13 @@ def convert_image_int8_pt2e(spec: ExportSpec, model, sample: dict[str, np.ndarra
     stem = sum(1 for n in converted.graph.nodes if n.name in quantizer.skip and str(n.target) in _CONVS)
     return TfliteExport(spec.name, Path(path), "int8", time.monotonic() - start,
                         {"serving_default": list(kw[name].shape)},
-                        {"scheme": "int8 static PT2E (litert-torch" + (", clamp-aware observers)" if clamp_aware else ")"),
+                        {"scheme": f"int8 static PT2E (litert-torch{', clamp-aware observers' if clamp_aware else ''})",
                          "weights": f"int8 per channel, symmetric; {done}", "rounding": rounding,
                          "activations": "int8 asymmetric per tensor (histogram observer)" + (
                              f"; {quantizer.fused} conv+ReLU/ReLU6 pairs observed after the clamp" if clamp_aware
                              else ""),
-                         "float_stem": f"{stem} leading convs kept float ({float_stem})" if stem else f"none ({float_stem})",
+                         "float_stem": f"{stem} leading convs kept float ({float_stem})" if stem
+                         else f"none ({float_stem})",
                          "batchnorm": "folded into the convs (prepare_pt2e), graph in eval mode",
                          "calibration_images": n_images})
 

@@ -49,7 +49,8 @@ def test_int8_boundary_quantized_in_and_dequantized_out_with_each_tensors_params
         real = (args_0.astype(np.float32) - zi) * si
         return {"output_0": np.clip(np.round(2 * real / so + zo), -128, 127).astype(np.int8)}
 
-    runner = _Runner({"args_0": _detail((1, 3), np.int8, (si, zi))}, {"output_0": _detail((1, 3), np.int8, (so, zo))}, fn)
+    runner = _Runner({"args_0": _detail((1, 3), np.int8, (si, zi))},
+                     {"output_0": _detail((1, 3), np.int8, (so, zo))}, fn)
     sigs = SignatureSet(_Interpreter({"serving_default": runner}), ["pixel_values"], ["image_embeds"], "img.tflite")
     x = np.array([[0.0, 1.0, -0.5], [2.0, 100.0, 0.25]], np.float32)
     out = sigs.run({"pixel_values": x})["image_embeds"]
@@ -67,8 +68,10 @@ def test_int8_boundary_quantized_in_and_dequantized_out_with_each_tensors_params
 def test_text_rows_pick_the_shortest_signature_and_pad_with_the_fill_value():
     def make(n):
         ins = {"input_ids": _detail((1, n), np.int32), "attention_mask": _detail((1, n), np.int32)}
-        return _Runner(ins, {"text_embeds": _detail((1, 1))},
-                       lambda input_ids, attention_mask: {"text_embeds": input_ids.sum(1, keepdims=True).astype(np.float32)})
+        def fn(input_ids, attention_mask):
+            return {"text_embeds": input_ids.sum(1, keepdims=True).astype(np.float32)}
+
+        return _Runner(ins, {"text_embeds": _detail((1, 1))}, fn)
 
     runners = {"seq_8": make(8), "seq_4": make(4)}
     sigs = SignatureSet(_Interpreter(runners), ["input_ids", "attention_mask"], ["text_embeds"], "txt.tflite",
