@@ -42,6 +42,8 @@ class ExportOptions:
     calib_samples: int = 64
     calib_method: str = "percentile"
     int8_policy: str = "keep-float"
+    int8_rounding: str = "gptq"  # image int8 weight rounding: gptq | kernel_sum | nearest
+    int8_float_stem: str | int = "auto"  # image convs kept float: "auto" (up to the first residual add), N, 0
     seq_lengths: tuple[int, ...] = ()  # TFLite text signatures; default (16, max_length)
     eval_split: str = "test"
     eval_limit: int = 0  # rows per language, 0 = all
@@ -257,7 +259,8 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
                 plan = advisor.plan_int8(fp32, spec.name, opts.int8_policy)
                 findings.extend(plan.findings)
                 q = quantize_image_static(fp32, root / rel, calib, opts.calib_method, True, plan.nodes_to_exclude,
-                                          plan.activations).to_dict()
+                                          plan.activations, rounding=opts.int8_rounding,
+                                          float_stem=opts.int8_float_stem).to_dict()
                 q["advisor"] = [f.to_dict() for f in plan.findings]
             else:
                 shutil.copyfile(fp32, root / rel)
@@ -269,7 +272,8 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
     tokens = "input_ids" in spec.input_names()
     for precision in opts.precisions:
         rel = f"graphs/{spec.name}.{precision}.tflite"
-        done = export_tflite(spec, model, precision, inputs, root / rel, layout, seq_lengths, calib)
+        done = export_tflite(spec, model, precision, inputs, root / rel, layout, seq_lengths, calib,
+                             rounding=opts.int8_rounding, float_stem=opts.int8_float_stem)
         say(f"{spec.name}: litert-torch {precision}, {done.seconds:.1f}s")
         q = {**done.quantization, "signatures": done.signatures, "static_batch": 1, **spec.graph_info(model)}
         if tokens:

@@ -56,6 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default="percentile")
     parser.add_argument("--int8-policy", choices=("keep-float", "w8a16", "as-is"), default="keep-float",
                         help="what to do with layers the advisor flags (default keep-float)")
+    parser.add_argument("--int8-rounding", choices=("gptq", "kernel_sum", "nearest"), default="gptq",
+                        help="image int8 weight rounding: gptq (on the calibration images; default), kernel_sum, "
+                             "nearest")
+    parser.add_argument("--int8-float-stem", default="auto", metavar="auto|N",
+                        type=lambda s: s if s == "auto" else int(s),
+                        help="image convs kept float: auto (up to the first residual add; default), N first convs, 0")
     parser.add_argument("--seq-lengths", type=lambda s: tuple(int(x) for x in _csv(s)), default=(),
                         help="TFLite text signatures, e.g. 16,64 (default: 16 and the model's max_length)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
@@ -78,7 +84,9 @@ def run(args: argparse.Namespace) -> int:
 
     opts = ExportOptions(formats=args.formats, precisions=args.precisions, max_drop=args.max_drop,
                          allow_drop=args.allow_drop, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
-                         calib_method=args.calib_method, int8_policy=args.int8_policy, seq_lengths=args.seq_lengths,
+                         calib_method=args.calib_method, int8_policy=args.int8_policy,
+                         int8_rounding=args.int8_rounding, int8_float_stem=args.int8_float_stem,
+                         seq_lengths=args.seq_lengths,
                          eval_split=args.eval_split, eval_limit=args.eval_limit, zip=args.zip, sign_key=args.sign,
                          overwrite=args.overwrite, force_legacy_onnx=args.legacy_onnx)
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
