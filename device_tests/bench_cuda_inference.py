@@ -23,11 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-E5_SMALL_SHAPE = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 1536}
 
 
 def model_for_bench(tiny: bool):
-    from lugha.config import get_model_config
+    from lugha.config import E5_SMALL_SHAPE, get_model_config
     from lugha.training.model import build_model
     from lugha.training.text_tower import load_text_tokenizer
 

