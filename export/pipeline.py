@@ -22,7 +22,7 @@ from lugha.tokenizer import spec_for_model
 
 from . import advisor, bundle_writer as bw, fusion_head as fh, gates
 from .graph_runners import onnx_runner, tflite_runner
-from .source import ExportSource, calibration_batches, eval_pairs, limit_pairs, token_encoder
+from .source import ExportSource, calibration_batches, calibration_texts, eval_pairs, limit_pairs, token_encoder
 from .specs import reference_runner, specs_for, tolerance_for
 
 # Every output of a PyTorch graph (a cross-attention bundle's encoders have two; graph_runners.torch_runner
@@ -39,7 +39,9 @@ class ExportOptions:
     max_drop: float = 1.0
     allow_drop: bool = False
     trim_vocab: bool = False
-    calib_samples: int = 64
+    calib_samples: int = 128
+    calib_texts: int = 512  # training texts the per-token text int8 calibrates on
+    text_int8: str = "per-token"  # ONNX text int8: per-token (SmoothQuant + GPTQ) | dynamic (quantize_dynamic)
     calib_method: str = "percentile"
     int8_policy: str = "keep-float"
     int8_rounding: str = "gptq"  # image int8 weight rounding: gptq | kernel_sum | nearest
@@ -59,6 +61,10 @@ class ExportOptions:
             if bad or not getattr(self, name):
                 raise ConfigError(f"--{name[:-1] if name == 'formats' else 'precision'}",
                                   f"expected some of {list(allowed)}, got {list(getattr(self, name))}")
+        from .text_int8 import TEXT_INT8_SCHEMES
+
+        if self.text_int8 not in TEXT_INT8_SCHEMES:
+            raise ConfigError("--text-int8", f"expected one of {list(TEXT_INT8_SCHEMES)}, got {self.text_int8!r}")
         if self.max_drop < 0:
             raise ConfigError("--max-drop", f"must be >= 0 points, got {self.max_drop}")
         if self.golden_rows < 2:
@@ -159,6 +165,8 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     findings = advisor.scan_modules(model)
     needs_calib = "int8" in opts.precisions and any(s.quant_scheme == "static" for s in specs)
     calib = calibration_batches(source, opts.calib_samples) if needs_calib else []
+    text_calib = (calibration_texts(source, opts.calib_texts) if "int8" in opts.precisions and "onnx" in opts.formats
+                  and opts.text_int8 == "per-token" and any(s.quant_scheme == "dynamic" for s in specs) else [])
     graphs: list[GraphSpec] = []
     runners: dict[str, Callable] = {}
     golden_for: dict[str, dict] = {}
@@ -167,7 +175,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     for spec in specs:
         inputs = golden_in[spec.name]
         for fmt in opts.formats:
-            made = _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, scratch, findings, say)
+            made = _export_format(spec, source, fmt, opts, inputs, (calib, text_calib), seq_lengths, root, scratch, findings, say)
             for precision, (rel, quant, tensors_in, g_in) in made.items():
                 ref = reference_runner(spec, model, layout)(g_in)
                 tol = tolerance_for(*spec.tolerances[precision], ref)
@@ -233,9 +241,10 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     return report
 
 
-def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, scratch, findings, say) -> dict:
+def _export_format(spec, source, fmt, opts, inputs, (calib, text_calib), seq_lengths, root, scratch, findings, say) -> dict:
     """{precision: (bundle-relative file, quantization info, input TensorSpecs, golden inputs)}."""
     model, layout, made = source.model, source.layout, {}
+    calib, text_calib = calib
     if fmt == "onnx":
         from .onnx_export import export_onnx
         from .onnx_quant import convert_fp16, quantize_image_static, quantize_text_dynamic
@@ -253,6 +262,10 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
                 q = {"scheme": "fp32"}
             elif precision == "fp16":
                 q = convert_fp16(fp32, root / rel).to_dict()
+            elif spec.quant_scheme == "dynamic" and opts.text_int8 == "per-token":
+                from .text_int8 import quantize_text_per_token
+
+                q = quantize_text_per_token(fp32, root / rel, text_calib).to_dict()
             elif spec.quant_scheme == "dynamic":
                 q = quantize_text_dynamic(fp32, root / rel).to_dict()
             elif spec.quant_scheme == "static":

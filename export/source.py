@@ -111,6 +111,24 @@ def calibration_batches(source: ExportSource, n: int, batch_size: int = 8, seed:
     return [pixels[i:i + batch_size] for i in range(0, len(pixels), batch_size)]
 
 
+def calibration_texts(source: ExportSource, n: int, batch_size: int = 32, seed: int = 0) -> list[tuple]:
+    """``n`` distinct real training texts (seeded choice, every language of the run) as batches of
+    ``(input_ids, attention_mask)``: what the per-token text int8 calibrates its smoothing and GPTQ on."""
+    from lugha.training.data import PairSet
+
+    try:
+        pairs = PairSet(source.manifest, "train", source.languages)
+    except DataError:
+        pairs = PairSet(source.manifest, "", source.languages)
+    texts = list(dict.fromkeys(pairs.texts))
+    if not texts:
+        raise DataError(f"{source.manifest}: no training texts to calibrate int8 on")
+    rng = np.random.default_rng(seed)
+    chosen = [texts[i] for i in sorted(rng.choice(len(texts), size=min(n, len(texts)), replace=False))]
+    encode = token_encoder(source.tokenizer)
+    return [encode(chosen[i:i + batch_size]) for i in range(0, len(chosen), batch_size)]
+
+
 def token_encoder(tokenizer):
     """``texts -> (ids, mask)`` int64 numpy, padded to the longest text (what ONNX graphs take)."""
     inner = tokenizer.inner
@@ -122,4 +140,4 @@ def token_encoder(tokenizer):
 
 
 __all__ = ["ExportSource", "load_run_source", "untrained_source", "eval_pairs", "limit_pairs",
-           "calibration_batches", "token_encoder"]
+           "calibration_batches", "calibration_texts", "token_encoder"]

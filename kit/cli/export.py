@@ -52,7 +52,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-drop", action="store_true", help="write the bundle even when a language drops more")
     parser.add_argument("--trim-vocab", action="store_true",
                         help="keep only the token ids the training text uses (smaller embedding table)")
-    parser.add_argument("--calib-samples", type=int, default=64, metavar="N", help="training images for int8 calibration")
+    parser.add_argument("--calib-samples", type=int, default=128, metavar="N",
+                        help="training images for image int8 calibration (default 128)")
+    parser.add_argument("--calib-texts", type=int, default=512, metavar="N",
+                        help="training texts for per-token text int8 calibration (default 512)")
+    parser.add_argument("--text-int8", choices=("per-token", "dynamic"), default="per-token",
+                        help="ONNX text int8: per-token (SmoothQuant + per-token activations + GPTQ weights; "
+                             "default) or dynamic (onnxruntime quantize_dynamic: one activation scale per tensor, "
+                             "faster, less accurate)")
     parser.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default="percentile")
     parser.add_argument("--int8-policy", choices=("keep-float", "w8a16", "as-is"), default="keep-float",
                         help="what to do with layers the advisor flags (default keep-float)")
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
 
     opts = ExportOptions(formats=args.formats, precisions=args.precisions, max_drop=args.max_drop,
                          allow_drop=args.allow_drop, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
+                         calib_texts=args.calib_texts, text_int8=args.text_int8,
                          calib_method=args.calib_method, int8_policy=args.int8_policy,
                          int8_rounding=args.int8_rounding, int8_float_stem=args.int8_float_stem,
                          seq_lengths=args.seq_lengths,
