@@ -241,7 +241,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     return report
 
 
-def _export_format(spec, source, fmt, opts, inputs, (calib, text_calib), seq_lengths, root, scratch, findings, say) -> dict:
+def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, scratch, findings, say) -> dict:
     """{precision: (bundle-relative file, quantization info, input TensorSpecs, golden inputs)}."""
     model, layout, made = source.model, source.layout, {}
     calib, text_calib = calib
