@@ -165,7 +165,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     findings = advisor.scan_modules(model)
     needs_calib = "int8" in opts.precisions and any(s.quant_scheme == "static" for s in specs)
     calib = calibration_batches(source, opts.calib_samples) if needs_calib else []
-    text_calib = (calibration_texts(source, opts.calib_texts) if "int8" in opts.precisions and "onnx" in opts.formats
+    text_calib = (calibration_texts(source, opts.calib_texts) if "int8" in opts.precisions
                   and opts.text_int8 == "per-token" and any(s.quant_scheme == "dynamic" for s in specs) else [])
     graphs: list[GraphSpec] = []
     runners: dict[str, Callable] = {}
@@ -286,7 +286,7 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
     for precision in opts.precisions:
         rel = f"graphs/{spec.name}.{precision}.tflite"
         done = export_tflite(spec, model, precision, inputs, root / rel, layout, seq_lengths, calib,
-                             rounding=opts.int8_rounding, float_stem=opts.int8_float_stem)
+                             rounding=opts.int8_rounding, float_stem=opts.int8_float_stem, text_calib=text_calib)
         say(f"{spec.name}: litert-torch {precision}, {done.seconds:.1f}s")
         q = {**done.quantization, "signatures": done.signatures, "static_batch": 1, **spec.graph_info(model)}
         if tokens:

@@ -206,5 +206,71 @@ def quantize_text_per_token(src: str | Path, dst: str | Path, batches: Sequence[
         "nodes_kept_float": list(keep_float)})
 
 
-__all__ = ["quantize_text_per_token", "quantize_linear_per_token", "input_statistics", "smooth_factors",
+def smoothed_text_model(model, batches: Sequence[tuple[np.ndarray, np.ndarray]], alpha: float = SMOOTH_ALPHA):
+    """A copy of ``model`` whose text tower's linear layers are SmoothQuant-ed (``x W = (x / c)(c W)``,
+    exact in float): for the TFLite text int8, where ai-edge-quantizer's dynamic int8 quantizes each
+    token's activations on the fly (per row) but one outlier channel still sets every token's step.
+    ``c`` comes from each layer's input channel maxima over the real tokens of ``batches``."""
+    import copy
+
+    import torch
+
+    smoothed = copy.deepcopy(model).eval()
+    tower = smoothed.text_tower
+    linears = {name: m for name, m in tower.named_modules() if isinstance(m, torch.nn.Linear)}
+    absmax: dict[str, torch.Tensor] = {}
+    current: dict[str, torch.Tensor] = {}
+
+    def hook(name):
+        def record(_module, args):
+            x = args[0].detach()
+            mask = current["mask"]
+            x = x[mask.bool()] if x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape) else x.reshape(-1, x.shape[-1])
+            a = x.abs().amax(dim=0).double()
+            absmax[name] = a if name not in absmax else torch.maximum(absmax[name], a)
+        return record
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in linears.items()]
+    try:
+        with torch.no_grad():
+            for ids, mask in batches:
+                current["mask"] = torch.as_tensor(mask)
+                smoothed.text_features(torch.as_tensor(ids), torch.as_tensor(mask))
+    finally:
+        for h in handles:
+            h.remove()
+    for name, lin in linears.items():
+        if name not in absmax:
+            continue  # not on the text path (never called)
+        w = lin.weight.detach().double()  # [out, in]
+        c = torch.from_numpy(smooth_factors(absmax[name].numpy(), [w.T.numpy()], alpha))
+        lin.weight.data = (w * c[None, :]).to(lin.weight.dtype)
+        parent_name, _, attr = name.rpartition(".")
+        parent = tower.get_submodule(parent_name) if parent_name else tower
+        setattr(parent, attr, _SmoothedLinear(lin, (1.0 / c).float()))
+    return smoothed
+
+
+def _smoothed_linear_class():
+    import torch
+
+    class SmoothedLinear(torch.nn.Module):
+        """``linear(x * inv_c)`` with the linear's weight already multiplied by ``c``."""
+
+        def __init__(self, linear, inv_c):
+            super().__init__()
+            self.linear = linear
+            self.register_buffer("inv_c", inv_c)
+
+        def forward(self, x):
+            return self.linear(x * self.inv_c)
+
+    return SmoothedLinear
+
+
+def _SmoothedLinear(linear, inv_c):  # noqa: N802 - built lazily: this module must import without torch
+    return _smoothed_linear_class()(linear, inv_c)
+
+
+__all__ = ["smoothed_text_model", "quantize_text_per_token", "quantize_linear_per_token", "input_statistics", "smooth_factors",
            "weight_matmuls", "TEXT_INT8_SCHEMES", "SMOOTH_ALPHA"]

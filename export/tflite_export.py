@@ -160,9 +160,11 @@ def quantize_flatbuffer(src: str | Path, dst: str | Path, precision: str) -> dic
 def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.ndarray], path: str | Path,
                   layout: str = "NCHW", seq_lengths: Sequence[int] = (),
                   calib_batches: Sequence[np.ndarray] = (), rounding: str = "gptq",
-                  float_stem: str | int = "auto") -> TfliteExport:
+                  float_stem: str | int = "auto", text_calib: Sequence[tuple] = ()) -> TfliteExport:
     """One TFLite graph of ``spec`` at ``precision`` (see the module docstring for what each means).
-    ``rounding``, ``float_stem``: the static int8 recipe (:mod:`lugha.export.image_int8`)."""
+    ``rounding``, ``float_stem``: the static int8 recipe (:mod:`lugha.export.image_int8`). ``text_calib``:
+    ``(input_ids, attention_mask)`` batches of training texts; given, the text tower's linear layers are
+    SmoothQuant-ed before the dynamic int8 (:func:`lugha.export.text_int8.smoothed_text_model`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -186,9 +188,17 @@ def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.
             done.precision = "int8"
             done.quantization = {"scheme": "none: kept float (see the advisor)"}
         return done
+    smooth = precision == "int8" and spec.quant_scheme == "dynamic" and bool(text_calib)
+    if smooth:
+        from .text_int8 import SMOOTH_ALPHA, smoothed_text_model
+
+        model = smoothed_text_model(model, text_calib)
     with tempfile.TemporaryDirectory(prefix="lugha-tflite-") as tmp:
         base = convert_float(spec, model, sample, Path(tmp) / "fp32.tflite", layout, seq_lengths)
         info = quantize_flatbuffer(base.path, path, precision)
+    if smooth:
+        info["smoothquant_alpha"] = SMOOTH_ALPHA
+        info["calibration_texts"] = int(sum(len(ids) for ids, _ in text_calib))
     return TfliteExport(spec.name, path, precision, time.monotonic() - start, base.signatures, info)
 
 

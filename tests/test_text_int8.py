@@ -151,3 +151,27 @@ def test_per_token_needs_calibration_texts(tiny_text):
     _, _, path, _, out = tiny_text
     with pytest.raises(QuantizationError, match="calibration texts"):
         quantize_text_per_token(path, out / "x.onnx", [])
+
+
+def test_smoothed_torch_text_tower_is_the_same_function():
+    """The TFLite text int8 path SmoothQuant-s the torch tower before conversion: x W = (x / c)(c W)
+    must leave the float embeddings unchanged while the outlier channels move into the weights."""
+    from lugha.config import get_model_config
+    from lugha.export.text_int8 import smoothed_text_model
+    from lugha.training.model import build_model, load_text_tokenizer
+
+    cfg = get_model_config("test-tiny")
+    tok = load_text_tokenizer(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.vocab_size).eval()
+    texts = ["a red apple", "mbwa anakimbia uwanjani", "ọmọ náà ń sùn", "kare yana gudu"]
+    ids, mask = tok(texts)
+    smoothed = smoothed_text_model(model, [(ids.numpy(), mask.numpy())])
+    wrapped = [m for m in smoothed.text_tower.modules() if type(m).__name__ == "SmoothedLinear"]
+    n_linear = sum(isinstance(m, torch.nn.Linear) for m in model.text_tower.modules())
+    assert wrapped and len(wrapped) == n_linear
+    assert any(not torch.allclose(w.inv_c, torch.ones_like(w.inv_c)) for w in wrapped)
+    with torch.no_grad():
+        torch.testing.assert_close(smoothed.text_features(ids, mask), model.text_features(ids, mask),
+                                   atol=1e-5, rtol=1e-4)
+    assert not any(type(m).__name__ == "SmoothedLinear" for m in model.text_tower.modules())  # a copy

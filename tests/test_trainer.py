@@ -195,3 +195,26 @@ def test_kill_9_then_resume_matches_uninterrupted(demo_small, tmp_path):
     assert resumed.returncode == 0, resumed.stderr
     assert_same_weights(weights(tmp_path / "full"), weights(tmp_path / "killed"))
     assert rows(tmp_path / "full") == rows(tmp_path / "killed")
+
+
+def test_text_features_batched_by_length_match_one_text_at_a_time():
+    """The feature cache batches texts by token length inside each window and puts them back in order:
+    every row must be that text's own features, whatever it was batched with."""
+    import contextlib
+
+    from lugha.config import get_model_config
+    from lugha.training.feature_cache import compute_text_features
+    from lugha.training.model import build_model, load_text_tokenizer
+
+    cfg = get_model_config("test-tiny")
+    tok = load_text_tokenizer(cfg)
+    torch.manual_seed(0)
+    model = build_model(cfg, tok.vocab_size).eval()
+    texts = ["a", "a very long caption about a dog that runs across a wide green field", "mbwa", "ọmọ náà ń sùn",
+             "kare", "uso wenye tabasamu kubwa sana", "b", "fuska mai murmushi"]
+    blocks = list(compute_text_features(model, tok, texts, 3, "cpu", contextlib.nullcontext, window=5))
+    assert [len(b) for b in blocks] == [5, 3]  # one block per window, in order
+    got = torch.from_numpy(__import__("numpy").concatenate(blocks))
+    with torch.no_grad():
+        one = torch.cat([model.text_features(*tok([t])) for t in texts])
+    torch.testing.assert_close(got, one, atol=1e-5, rtol=1e-5)
