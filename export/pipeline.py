@@ -41,7 +41,7 @@ class ExportOptions:
     trim_vocab: bool = False
     calib_samples: int = 128
     calib_texts: int = 512  # training texts the per-token text int8 calibrates on
-    text_int8: str = "per-token"  # ONNX text int8: per-token (SmoothQuant + GPTQ) | dynamic (quantize_dynamic)
+    text_int8: str = "per-token"  # text int8: per-token (SmoothQuant + GPTQ) | per-token-fine | dynamic (stock)
     calib_method: str = "percentile"
     int8_policy: str = "keep-float"
     int8_rounding: str = "gptq"  # image int8 weight rounding: gptq | kernel_sum | nearest
@@ -166,7 +166,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     needs_calib = "int8" in opts.precisions and any(s.quant_scheme == "static" for s in specs)
     calib = calibration_batches(source, opts.calib_samples) if needs_calib else []
     text_calib = (calibration_texts(source, opts.calib_texts) if "int8" in opts.precisions
-                  and opts.text_int8 == "per-token" and any(s.quant_scheme == "dynamic" for s in specs) else [])
+                  and opts.text_int8 != "dynamic" and any(s.quant_scheme == "dynamic" for s in specs) else [])
     graphs: list[GraphSpec] = []
     runners: dict[str, Callable] = {}
     golden_for: dict[str, dict] = {}
@@ -262,10 +262,11 @@ def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, sc
                 q = {"scheme": "fp32"}
             elif precision == "fp16":
                 q = convert_fp16(fp32, root / rel).to_dict()
-            elif spec.quant_scheme == "dynamic" and opts.text_int8 == "per-token":
+            elif spec.quant_scheme == "dynamic" and opts.text_int8 != "dynamic":
                 from .text_int8 import quantize_text_per_token
 
-                q = quantize_text_per_token(fp32, root / rel, text_calib).to_dict()
+                q = quantize_text_per_token(fp32, root / rel, text_calib,
+                                            fine=opts.text_int8 == "per-token-fine").to_dict()
             elif spec.quant_scheme == "dynamic":
                 q = quantize_text_dynamic(fp32, root / rel).to_dict()
             elif spec.quant_scheme == "static":

@@ -175,3 +175,16 @@ def test_smoothed_torch_text_tower_is_the_same_function():
         torch.testing.assert_close(smoothed.text_features(ids, mask), model.text_features(ids, mask),
                                    atol=1e-5, rtol=1e-4)
     assert not any(type(m).__name__ == "SmoothedLinear" for m in model.text_tower.modules())  # a copy
+
+
+def test_fine_two_pass_activations_leave_only_the_weight_error(tiny_text):
+    tok, texts, path, batches, out = tiny_text
+    coarse, fine = out / "coarse.onnx", out / "fine.onnx"
+    quantize_text_per_token(path, coarse, batches)
+    report = quantize_text_per_token(path, fine, batches, fine=True).to_dict()
+    assert "two-pass" in report["scheme"] and report["smoothquant_alpha"] == 0.0
+    count = lambda p: sum(n.op_type == "MatMulInteger" for n in onnx.load(str(p)).graph.node)  # noqa: E731
+    assert count(fine) == 2 * count(coarse)
+    ref = _embed(path, tok, texts)
+    err = lambda p: float((1 - _cos(ref, _embed(p, tok, texts))).mean())  # noqa: E731
+    assert err(fine) < err(coarse)
