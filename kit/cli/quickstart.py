@@ -59,7 +59,10 @@ def _steps(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
               "--overwrite"]
     if args.smoke:
         demo += ["--limit", "64", "--image-size", "64"]
-        export.append("--allow-drop")  # an untrained tiny model's accuracy is noise; parity still gates
+    # Parity always gates. The accuracy gate runs and its drops go into the report and the model card,
+    # but the demo cannot decide them: its test split has 149 emoji per language, so one image is 0.67
+    # points and the fp16 graph alone moves some languages by one (an untrained smoke model: pure noise).
+    export.append("--allow-drop")
     steps = [
         ("build the demo data", demo),
         ("check it", ["data", "check", str(manifest)]),
