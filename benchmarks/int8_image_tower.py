@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT = dict(method="percentile", percentile=99.9999, activations="uint8", per_channel=True, reduce_range=False,
-               rounding="gptq", float_stem="auto", exclude="", calib=64)
+               rounding="gptq", float_stem="auto", exclude="", calib=128)
 ONNX_VARIANTS = [  # (label, changes from DEFAULT); the first row is what `lugha export` does
     ("default: GPTQ rounding + float stem (auto), percentile 99.9999, u8 asym", {}),
     ("no float stem (GPTQ rounding only)", {"float_stem": 0}),
@@ -36,7 +36,7 @@ ONNX_VARIANTS = [  # (label, changes from DEFAULT); the first row is what `lugha
     ("minmax calibration", {"method": "minmax"}),
     ("percentile 99.999", {"percentile": 99.999}),
     ("activations int8 symmetric", {"activations": "int8"}),
-    ("128 calibration images", {"calib": 128}),
+    ("64 calibration images (the previous default)", {"calib": 64}),
     ("final projection float too", {"exclude": "proj"}),
 ]
 TFLITE_VARIANTS = [

@@ -155,7 +155,8 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
                 helper.make_node("Cast", [t + "_rr128"], [t + "_q2"], name=t + "_cast2", to=TensorProto.UINT8),
                 helper.make_node("Mul", [t + "_step", "ptq_inv254"], [t + "_step2"], name=t + "_step2"),
             ]
-        for node, w in zip(layers, ws):
+        qs, scales = [], []
+        for w in ws:
             w = w * c[:, None]  # [in, out]
             scale = np.maximum(np.abs(w).max(axis=0), _EPS) / 127.0  # per output channel
             if rounding == "gptq":
@@ -163,28 +164,43 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
                 n_gptq += 1
             else:
                 q = np.clip(np.rint(w / scale), -127, 127)
-            q = q.astype(np.int8)
-            wname, out = node.input[1], node.output[0]
-            g.initializer.remove(inits[wname])
-            const(wname + "_q", q)
-            const(wname + "_scale", scale.astype(np.float32))
-            const(wname + "_colsum", q.astype(np.float32).sum(axis=0))
-            replace[node.name] = [  # y = scale * (step * (q_x W_q) + lo * colsum(W_q))
-                helper.make_node("MatMulInteger", [t + "_q", wname + "_q"], [out + "_i32"], name=node.name + "_int8"),
-                helper.make_node("Cast", [out + "_i32"], [out + "_acc"], name=node.name + "_acc", to=TensorProto.FLOAT),
-                helper.make_node("Mul", [out + "_acc", t + "_step"], [out + ("_xs1" if fine else "_xs")], name=node.name + "_step"),
-            ] + ([
-                helper.make_node("MatMulInteger", [t + "_q2", wname + "_q", "ptq_zp128"], [out + "_i32b"],
-                                 name=node.name + "_int8b"),
-                helper.make_node("Cast", [out + "_i32b"], [out + "_accb"], name=node.name + "_accb", to=TensorProto.FLOAT),
-                helper.make_node("Mul", [out + "_accb", t + "_step2"], [out + "_xs2"], name=node.name + "_step2"),
-                helper.make_node("Add", [out + "_xs1", out + "_xs2"], [out + "_xs"], name=node.name + "_fine"),
-            ] if fine else []) + [
-                helper.make_node("Mul", [t + "_lo", wname + "_colsum"], [out + "_off"], name=node.name + "_offset"),
-                helper.make_node("Add", [out + "_xs", out + "_off"], [out + "_sum"], name=node.name + "_sum"),
-                helper.make_node("Mul", [out + "_sum", wname + "_scale"], [out], name=node.name + "_scale"),
-            ]
-            n_layers += 1
+            qs.append(q.astype(np.int8))
+            scales.append(scale.astype(np.float32))
+        for node in layers:
+            g.initializer.remove(inits[node.input[1]])
+        # Layers reading one input (Q, K, V) become ONE integer MatMul, split after: a third of the ops
+        wname, out = layers[0].input[1], (layers[0].output[0] if len(layers) == 1 else f"{t}_fused")
+        q, scale = np.concatenate(qs, axis=1), np.concatenate(scales)
+        const(wname + "_q", q)
+        const(wname + "_scale", scale)
+        const(wname + "_colsum", q.astype(np.float32).sum(axis=0))
+        block = [  # y = scale * (step * (q_x W_q) + lo * colsum(W_q))
+            helper.make_node("MatMulInteger", [t + "_q", wname + "_q"], [out + "_i32"], name=out + "_int8"),
+            helper.make_node("Cast", [out + "_i32"], [out + "_acc"], name=out + "_acc", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [out + "_acc", t + "_step"], [out + ("_xs1" if fine else "_xs")], name=out + "_step"),
+        ] + ([
+            helper.make_node("MatMulInteger", [t + "_q2", wname + "_q", "ptq_zp128"], [out + "_i32b"], name=out + "_int8b"),
+            helper.make_node("Cast", [out + "_i32b"], [out + "_accb"], name=out + "_accb", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [out + "_accb", t + "_step2"], [out + "_xs2"], name=out + "_step2"),
+            helper.make_node("Add", [out + "_xs1", out + "_xs2"], [out + "_xs"], name=out + "_fine"),
+        ] if fine else []) + [
+            helper.make_node("Mul", [t + "_lo", wname + "_colsum"], [out + "_off"], name=out + "_offset"),
+            helper.make_node("Add", [out + "_xs", out + "_off"], [out + "_sum"], name=out + "_sum"),
+            helper.make_node("Mul", [out + "_sum", wname + "_scale"], [out], name=out + "_scale"),
+        ]
+        if len(layers) > 1:
+            sizes = [int(x.shape[1]) for x in qs]
+            if opset >= 13:
+                const(out + "_sizes", np.array(sizes, np.int64))
+                block.append(helper.make_node("Split", [out, out + "_sizes"], [n.output[0] for n in layers],
+                                              name=out + "_split", axis=-1))
+            else:
+                block.append(helper.make_node("Split", [out], [n.output[0] for n in layers], name=out + "_split",
+                                              axis=-1, split=sizes))
+        replace[layers[0].output[0]] = block  # where the first of them was: the input exists, no consumer yet
+        for node in layers[1:]:
+            replace[node.output[0]] = []
+        n_layers += len(layers)
     nodes = list(g.node)
     del g.node[:]
     graph_inputs = {i.name for i in g.input}
@@ -192,7 +208,7 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
         if name in graph_inputs:
             g.node.extend(block)
     for node in nodes:  # keep topological order: each block right after the node producing its input
-        g.node.extend(replace.get(node.name, [node]))
+        g.node.extend(replace.get(node.output[0], [node]))  # keyed by output: names may be empty
         for o in node.output:
             g.node.extend(after.get(o, []))
     return {"layers": n_layers, "inputs": len(after), "gptq_layers": n_gptq}

@@ -197,6 +197,7 @@ def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.
         base = convert_float(spec, model, sample, Path(tmp) / "fp32.tflite", layout, seq_lengths)
         info = quantize_flatbuffer(base.path, path, precision)
     if smooth:
+        info["scheme"] = "int8 dynamic, SmoothQuant-ed text tower (ai-edge-quantizer dynamic_wi8_afp32)"
         info["smoothquant_alpha"] = SMOOTH_ALPHA
         info["calibration_texts"] = int(sum(len(ids) for ids, _ in text_calib))
     return TfliteExport(spec.name, path, precision, time.monotonic() - start, base.signatures, info)
