@@ -1,9 +1,11 @@
 """ONNX quantization with onnxruntime: dynamic int8 (text), static int8 QDQ (image), fp16 (any).
 
-* Text towers: ``quantize_dynamic`` int8 per-channel for the MatMuls (activations are quantized on the
-  fly, nothing to calibrate), and the embedding tables, which ORT's dynamic Gather path would quantize
-  with ONE scale for all 250 k rows, get a weight-only int8 path with one scale per row instead
-  (``Gather(int8 table) -> Cast -> Mul(Gather(row scales))``): rows are read, never the whole table.
+* Text towers: the default is per-token int8 (:mod:`lugha.export.text_int8`); here is the stock path
+  (``--text-int8 dynamic``): ``quantize_dynamic`` int8 per-channel for the MatMuls (activations quantized
+  on the fly with one scale per tensor, nothing to calibrate). Both give the embedding tables, which
+  ORT's dynamic Gather path would quantize with ONE scale for all 250 k rows, a weight-only int8 path
+  with one scale per row (``Gather(int8 table) -> Cast -> Mul(Gather(row scales))``): rows are read,
+  never the whole table.
 * Image towers: ``quantize_static`` QDQ, int8 weights per output channel (symmetric), uint8 asymmetric
   activations per tensor calibrated on real training images (Percentile 99.9999 by default); nodes the
   advisor flags stay float, and so do the stem and the blocks before the first residual connection
