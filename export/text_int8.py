@@ -211,6 +211,9 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
         g.node.extend(replace.get(node.output[0], [node]))  # keyed by output: names may be empty
         for o in node.output:
             g.node.extend(after.get(o, []))
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for t in [t for t in g.initializer if t.name not in used]:  # runtimes warn about unused ones (ORT web)
+        g.initializer.remove(t)
     return {"layers": n_layers, "inputs": len(after), "gptq_layers": n_gptq}
 
 

@@ -80,6 +80,8 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
         server_emb = bundle.embed_image([Image.open(png)])[0]
         server_top = [label for label, _ in bundle.classify(image=Image.open(png), lang="sw", k=5)]
         queries = TEXT_QUERIES
+        n_gallery = len(app.engine.gallery_index)
+        server_scores = {q: {r["id"]: r["score"] for r in app.engine.search_text(q, "sw", n_gallery)} for q in queries}
         server_text = {q: {"ids": [r["id"] for r in app.engine.search_text(q, "sw", 5)],
                            "input_ids": bundle.tokenizer.encode_batch([q])[0][0].tolist(),
                            "embedding": [float(x) for x in bundle.embed_text([q])[0]]} for q in queries}
@@ -135,8 +137,13 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
         assert got["input_ids"] == want["input_ids"], (q, got["input_ids"], want["input_ids"])
         assert got["max_abs"] <= tol_text.max_abs and got["cosine"] >= tol_text.min_cosine, (q, got)
         agree += got["ids"] == want["ids"]
-    print(f"phone text search: top-5 identical to the server's for {agree}/{len(server_text)} queries")
-    assert agree == len(server_text), {q: (out["phone_text"][q]["ids"], w["ids"]) for q, w in server_text.items()}
+        # int8 kernels in WebAssembly and natively round differently (embeddings within the tolerance,
+        # checked above): two gallery images may swap only where the server itself scores them as a tie
+        for rank, (a, b) in enumerate(zip(got["ids"], want["ids"])):
+            gap = abs(server_scores[q][a] - server_scores[q][b])
+            assert a == b or gap <= 2e-3, (q, rank, got["ids"], want["ids"], gap)
+    print(f"phone text search: top-5 identical to the server's for {agree}/{len(server_text)} queries "
+          f"(the rest: near-tied neighbours swapped)")
     assert out["phone_ui_text"] == server_text[case["query"]]["ids"] and out["phone_ui_text_where"] == sw["ran_on_phone"]
     # network off: the page came from the service worker's cache, still classified the photo, still searched
     assert out["offline_banner"] and out["offline_labels"] == server_top and not out["offline_feedback_visible"]

@@ -188,3 +188,14 @@ def test_fine_two_pass_activations_leave_only_the_weight_error(tiny_text):
     ref = _embed(path, tok, texts)
     err = lambda p: float((1 - _cos(ref, _embed(p, tok, texts))).mean())  # noqa: E731
     assert err(fine) < err(coarse)
+
+
+def test_no_unused_initializers_are_left(tiny_text):
+    """onnxruntime (and onnxruntime-web, in the page's console) warns about every unused initializer."""
+    tok, texts, path, batches, out = tiny_text
+    for fine in (False, True):
+        dst = out / f"clean{fine}.onnx"
+        quantize_text_per_token(path, dst, batches, fine=fine)
+        m = onnx.load(str(dst))
+        used = {i for n in m.graph.node for i in n.input}
+        assert [t.name for t in m.graph.initializer if t.name not in used] == []
