@@ -92,9 +92,9 @@ def test_export_writes_a_bundle_that_verifies_and_reproduces(tiny_run, keys, tmp
 def test_a_failed_gate_exits_nonzero_and_leaves_no_bundle(tiny_run, tmp_path, monkeypatch, capsys):
     from onnx import numpy_helper
 
-    from lugha.export import onnx_quant
+    from lugha.export import text_int8
 
-    real = onnx_quant.quantize_text_dynamic
+    real = text_int8.quantize_text_per_token  # the default text int8
 
     def corrupted(src, dst, *args, **kwargs):  # int8 text graph whose embedding rows have flipped signs
         report = real(src, dst, *args, **kwargs)
@@ -105,7 +105,7 @@ def test_a_failed_gate_exits_nonzero_and_leaves_no_bundle(tiny_run, tmp_path, mo
         onnx.save(m, str(dst))
         return report
 
-    monkeypatch.setattr(onnx_quant, "quantize_text_dynamic", corrupted)
+    monkeypatch.setattr(text_int8, "quantize_text_per_token", corrupted)
     out = tmp_path / "bundle"
     rc = main(["export", str(tiny_run), "--out", str(out), "--precision", "int8", "--allow-drop"])
     err = capsys.readouterr().err
