@@ -114,13 +114,17 @@ class Bench:
 
 def latency_ms(run_one, pixels: np.ndarray, repeats: int = 20) -> float:
     """Median ms of one batch-1 image after a warm-up (single-threaded runners)."""
-    x = {"pixel_values": pixels[:1]}
+    return feeds_latency_ms(run_one, {"pixel_values": pixels[:1]}, repeats)
+
+
+def feeds_latency_ms(run_one, feeds: dict, repeats: int = 20) -> float:
+    """Median ms of ``run_one(feeds)`` over ``repeats`` runs after 3 warm-up runs."""
     for _ in range(3):
-        run_one(x)
+        run_one(feeds)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        run_one(x)
+        run_one(feeds)
         times.append(time.perf_counter() - start)
     return round(1000 * float(np.median(times)), 2)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from int8_image_tower import cosines  # noqa: E402
+from int8_image_tower import cosines, feeds_latency_ms as latency_ms  # noqa: E402
 
 ONNX_VARIANTS = [  # (label, quantize_text_per_token kwargs, or "dynamic" / "fp32")
     ("fp32", "fp32"),
@@ -77,17 +77,6 @@ class Bench:
             out["drop_points"][m] = {"max": max(d.values()), "mean": round(float(np.mean(list(d.values()))), 2),
                                      "languages_over_max_drop": sorted(k for k, v in d.items() if v > self.max_drop + 1e-9)}
         return out
-
-
-def latency_ms(runner, feeds: dict, repeats: int = 20) -> float:
-    for _ in range(3):
-        runner(feeds)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        runner(feeds)
-        times.append(time.perf_counter() - start)
-    return round(1000 * float(np.median(times)), 2)
 
 
 def main(argv: list[str] | None = None) -> int:
