@@ -241,10 +241,11 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     return report
 
 
-def _export_format(spec, source, fmt, opts, inputs, calib, seq_lengths, root, scratch, findings, say) -> dict:
-    """{precision: (bundle-relative file, quantization info, input TensorSpecs, golden inputs)}."""
+def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, root, scratch, findings, say) -> dict:
+    """{precision: (bundle-relative file, quantization info, input TensorSpecs, golden inputs)}.
+    ``calibration``: (image batches, text batches) for the int8 graphs."""
     model, layout, made = source.model, source.layout, {}
-    calib, text_calib = calib
+    calib, text_calib = calibration
     if fmt == "onnx":
         from .onnx_export import export_onnx
         from .onnx_quant import convert_fp16, quantize_image_static, quantize_text_dynamic
