@@ -30,9 +30,10 @@ per-token 7.4-9.7 ms, per-token-fine ~11 ms (its gain is size and accuracy, not 
 """
 from __future__ import annotations
 
+import functools
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -100,8 +101,9 @@ def smooth_factors(absmax: np.ndarray, weights: Sequence[np.ndarray], alpha: flo
 
 def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOOTH_ALPHA,
                               rounding: str = "gptq", keep_float: Sequence[str] = (),
-                              two_pass: Callable[[str, int], bool] = lambda name, width: False) -> dict:
-    """Rewrite every linear layer of ``model`` (in place) as smoothed per-token int8; returns counts."""
+                              fine: bool = False) -> dict:
+    """Rewrite every linear layer of ``model`` (in place) as smoothed per-token int8 (``fine``: activations
+    in two uint8 passes, see :func:`quantize_text_per_token`); returns counts."""
     from onnx import TensorProto, helper, numpy_helper
 
     g = model.graph
@@ -117,23 +119,23 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
     const("ptq_inv254", np.array(1 / 254, np.float32))
     const("ptq_128", np.array(128.0, np.float32))
     const("ptq_zp128", np.array(128, np.uint8))
+    reduce = (lambda op, x, y: helper.make_node(op, [x, "ptq_axes"], [y], name=y, keepdims=1)) if axes_input \
+        else (lambda op, x, y: helper.make_node(op, [x], [y], name=y, keepdims=1, axes=[-1]))
+    kept = set(keep_float)
     after: dict[str, list] = {}  # nodes to insert right after the tensor they read is produced
     replace: dict[str, list] = {}
     n_gptq = n_layers = 0
     for inp, layers in _groups(g).items():
-        layers = [n for n in layers if n.name not in set(keep_float)]
+        layers = [n for n in layers if n.name not in kept]
         st = stats.get(inp)
         if not layers or st is None or not st["rows"]:
             continue
         ws = [numpy_helper.to_array(inits[n.input[1]]).astype(np.float64) for n in layers]
-        fine = two_pass(inp, ws[0].shape[0])
         # two passes leave the activations ~16-bit: smoothing would only make the weights harder
         c = smooth_factors(st["absmax"], ws, alpha) if alpha > 0 and not fine else np.ones(ws[0].shape[0])
         h = st["hessian"] / np.outer(c, c)  # E[(x/c)(x/c)^T]
         t = f"{inp}_ptq"
         const(t + "_inv_c", (1.0 / c).astype(np.float32))
-        reduce = (lambda op, x, y: helper.make_node(op, [x, "ptq_axes"], [y], name=y, keepdims=1)) if axes_input \
-            else (lambda op, x, y: helper.make_node(op, [x], [y], name=y, keepdims=1, axes=[-1]))
         after[inp] = [  # x/c -> per-token lo, step -> uint8 codes
             helper.make_node("Mul", [inp, t + "_inv_c"], [t + "_x"], name=t + "_smooth"),
             reduce("ReduceMax", t + "_x", t + "_hi"),
@@ -238,7 +240,7 @@ def quantize_text_per_token(src: str | Path, dst: str | Path, batches: Sequence[
         model = onnx.load(str(pre))
     stats = input_statistics(model, batches)
     tables = quantize_embedding_gathers(model)
-    done = quantize_linear_per_token(model, stats, alpha, rounding, keep_float, two_pass=lambda name, width: fine)
+    done = quantize_linear_per_token(model, stats, alpha, rounding, keep_float, fine=fine)
     if not done["layers"]:
         raise QuantizationError(f"{src}: no linear layer (MatMul with a 2-D float weight) to quantize")
     onnx.checker.check_model(model)
@@ -297,11 +299,13 @@ def smoothed_text_model(model, batches: Sequence[tuple[np.ndarray, np.ndarray]],
         lin.weight.data = (w * c[None, :]).to(lin.weight.dtype)
         parent_name, _, attr = name.rpartition(".")
         parent = tower.get_submodule(parent_name) if parent_name else tower
-        setattr(parent, attr, _SmoothedLinear(lin, (1.0 / c).float()))
+        setattr(parent, attr, _smoothed_linear_class()(lin, (1.0 / c).float()))
     return smoothed
 
 
+@functools.lru_cache(maxsize=None)
 def _smoothed_linear_class():
+    """Built on first use: this module must import without torch."""
     import torch
 
     class SmoothedLinear(torch.nn.Module):
@@ -316,10 +320,6 @@ def _smoothed_linear_class():
             return self.linear(x * self.inv_c)
 
     return SmoothedLinear
-
-
-def _SmoothedLinear(linear, inv_c):  # noqa: N802 - built lazily: this module must import without torch
-    return _smoothed_linear_class()(linear, inv_c)
 
 
 __all__ = ["smoothed_text_model", "quantize_text_per_token", "quantize_linear_per_token", "input_statistics", "smooth_factors",

@@ -138,14 +138,14 @@ def compute_text_features(model, tokenizer, texts: list[str], batch_size: int, d
             ids, mask = tokenizer(chunk)
             lengths = mask.sum(dim=1)
             order = torch.argsort(lengths, stable=True)
-            out = torch.empty(0)
+            out = None
             for i in range(0, len(chunk), batch_size):
                 rows = order[i:i + batch_size]
                 width = max(int(lengths[rows].max()), 1)
                 with autocast():
                     feats = model.text_features(ids[rows, :width].to(device), mask[rows, :width].to(device))
                 feats = feats.float().cpu()
-                if not out.numel():
+                if out is None:
                     out = torch.empty(len(chunk), feats.shape[1])
                 out[rows] = feats
             yield out.numpy()
