@@ -10,6 +10,7 @@ import sys
 import unicodedata
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -23,6 +24,10 @@ if TYPE_CHECKING:  # pragma: no cover
 COOKIE = "lugha_sid"
 MAX_JSON = 64 * 1024
 MAX_CAPTION = 500
+# Files go out in chunks: socket.sendall's timeout bounds a whole call, so one write of a 120 MB text
+# graph to a phone on a slow hotspot died at `timeout` seconds mid-body (the phone saw a network error).
+# Each chunk now gets the full timeout, and a Pi never holds a whole graph in memory per download.
+CHUNK = 256 * 1024
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".json": "application/json; charset=utf-8", ".wasm": "application/wasm", ".png": "image/png",
@@ -70,10 +75,11 @@ class FieldHandler(BaseHTTPRequestHandler):
         if not self.app.quiet:
             sys.stderr.write(f"[serve] {self.client_address[0]} {fmt % args}\n")
 
-    def _send(self, status: int, body: bytes, ctype: str, headers: dict | None = None) -> None:
+    def _send(self, status: int, body: bytes | Path, ctype: str, headers: dict | None = None) -> None:
+        """Answer with ``body``: bytes, or a file (a Path), streamed in CHUNK-sized writes."""
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Content-Length", str(body.stat().st_size if isinstance(body, Path) else len(body)))
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "same-origin")
         self.send_header("X-Frame-Options", "DENY")
@@ -81,8 +87,14 @@ class FieldHandler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command != "HEAD":
+        if self.command == "HEAD":
+            return
+        if not isinstance(body, Path):
             self.wfile.write(body)
+            return
+        with body.open("rb") as f:
+            while chunk := f.read(CHUNK):
+                self.wfile.write(chunk)
 
     def _json(self, obj, status: int = 200, headers: dict | None = None) -> None:
         body = json.dumps(obj, ensure_ascii=False).encode()
@@ -194,9 +206,7 @@ class FieldHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
-        if body is None:
-            body = file.read_bytes()
-        self._send(200, body, _TYPES.get(file.suffix, "application/octet-stream"), headers)
+        self._send(200, file if body is None else body, _TYPES.get(file.suffix, "application/octet-stream"), headers)
 
     # -- GET routes ----------------------------------------------------------------------------------
     def get_config(self, query) -> None:
@@ -242,7 +252,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         etag = f'"{entry.sha256}"'
         if self.headers.get("If-None-Match") == etag:
             return self._send(304, b"", "application/octet-stream", {"ETag": etag})
-        self._send(200, allowed[rel].read_bytes(), "application/octet-stream",
+        self._send(200, allowed[rel], "application/octet-stream",
                    {"ETag": etag, "Cache-Control": "no-cache"})
 
     # -- POST routes ---------------------------------------------------------------------------------

@@ -28,22 +28,29 @@ async function sha256Hex(buffer) {
   return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, '0')).join('');
 }
 
-// A GET from the model cache, else the network (then cached). Works offline once cached.
-async function cachedFetch(url, { refresh = false } = {}) {
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// A GET from the model cache, else the network (then cached). Works offline once cached. A download cut
+// off mid-body (a hotspot dropping, a busy Pi) is tried again twice, 1 s then 3 s later, before giving up.
+async function cachedFetch(url, { refresh = false, tries = 3 } = {}) {
   const cache = globalThis.caches ? await caches.open(MODEL_CACHE) : null;
   if (cache && !refresh) {
     const hit = await cache.match(url);
     if (hit) return hit;
   }
-  try {
-    const resp = await fetch(url, { cache: 'no-cache' });
-    if (!resp.ok) throw new Error(`${url}: HTTP ${resp.status}`);
-    if (cache) await cache.put(url, resp.clone());
-    return resp;
-  } catch (err) {
-    const hit = cache && (await cache.match(url));
-    if (hit) return hit;
-    throw err;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const resp = await fetch(url, { cache: 'no-cache' });
+      if (!resp.ok) throw Object.assign(new Error(`${url}: HTTP ${resp.status}`), { status: resp.status });
+      if (cache) await cache.put(url, resp.clone());
+      return resp;
+    } catch (err) {
+      const retry = attempt < tries && (err.status === undefined || err.status === 429 || err.status >= 500);
+      if (retry) { await sleep(attempt === 1 ? 1000 : 3000); continue; }
+      const hit = cache && (await cache.match(url));
+      if (hit) return hit;
+      throw err;
+    }
   }
 }
 

@@ -39,11 +39,13 @@ async function networkFirst(request) {
   }
 }
 
+// cacheName null: answer from any cache (the page's model cache included) but store nothing; used for the
+// vendored engine, which the page itself caches (one 14 MB copy, and no second reader of the download).
 async function cacheFirst(request, cacheName = SHELL) {
   const hit = await caches.match(request);
   if (hit) return hit;
   const resp = await fetch(request);
-  if (resp.ok) (await caches.open(cacheName)).put(request, resp.clone());
+  if (resp.ok && cacheName) (await caches.open(cacheName)).put(request, resp.clone());
   return resp;
 }
 
@@ -53,6 +55,8 @@ self.addEventListener('fetch', (event) => {
   if (request.method !== 'GET' || url.origin !== self.location.origin) return;
   if (request.mode === 'navigate' || NETWORK_FIRST.includes(url.pathname)) {
     event.respondWith(networkFirst(request));
+  } else if (url.pathname.startsWith('/static/vendor/')) {
+    event.respondWith(cacheFirst(request, null));
   } else if (url.pathname.startsWith('/static/')) { // the model (/bundle/) is cached by the page itself
     event.respondWith(cacheFirst(request));
   } else if (url.pathname.startsWith('/gallery/') && url.searchParams.has('v')) {
