@@ -2,7 +2,7 @@
 // phone-sized viewport. Run by tests/test_serve_browser.py, which starts the server, writes the case
 // file (argv[2]) and checks the database afterwards. Writes what it saw to case.out as JSON.
 //   node flows.mjs case.json
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium } from 'playwright-core';
@@ -29,8 +29,18 @@ async function waitReady(page) {
   if (state !== '1') fail(`page failed to start: ${await page.textContent('#fatal')}`);
 }
 
+function profileRoot() {
+  try {
+    const { bavail, bsize } = statfsSync('/dev/shm');
+    if (Number(bavail) * Number(bsize) > 4e9) return '/dev/shm';
+  } catch { /* no /dev/shm: the temp folder */ }
+  return tmpdir();
+}
+
 async function main() {
-  const userDataDir = mkdtempSync(join(tmpdir(), 'lugha-chromium-'));
+  // Chromium stores nothing (Cache.put: "network error") while its profile's disk has under 1 % (at most
+  // 2 GB) free, and CI disks run nearly full: the profile goes to shared memory when there is room there.
+  const userDataDir = mkdtempSync(join(profileRoot(), 'lugha-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: cfg.chromium || '/usr/bin/chromium', headless: true,
     args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
@@ -180,6 +190,7 @@ async function main() {
       .map((s) => s.id ?? s.feedback_id);
     writeFileSync(cfg.out, JSON.stringify(out, null, 2));
     await context.close();
+    rmSync(userDataDir, { recursive: true, force: true });
   }
   if (!out.ok) { console.error(out.error); process.exit(1); }
 }
