@@ -29,17 +29,14 @@ async function waitReady(page) {
   if (state !== '1') fail(`page failed to start: ${await page.textContent('#fatal')}`);
 }
 
-function profileRoot() {
-  try {
-    const { bavail, bsize } = statfsSync('/dev/shm');
-    if (Number(bavail) * Number(bsize) > 4e9) return '/dev/shm';
-  } catch { /* no /dev/shm: the temp folder */ }
-  return tmpdir();
+function profileRoot() { // of shared memory, the temp folder and this folder, the one with most room
+  const room = (dir) => { try { const f = statfsSync(dir); return Number(f.bavail) * Number(f.bsize); } catch { return -1; } };
+  return ['/dev/shm', tmpdir(), process.cwd()].reduce((a, b) => (room(b) > room(a) ? b : a));
 }
 
 async function main() {
   // Chromium stores nothing (Cache.put: "network error") while its profile's disk has under 1 % (at most
-  // 2 GB) free, and CI disks run nearly full: the profile goes to shared memory when there is room there.
+  // 2 GB) free, and CI disks run nearly full: the profile goes where there is most room.
   const userDataDir = mkdtempSync(join(profileRoot(), 'lugha-chromium-'));
   const context = await chromium.launchPersistentContext(userDataDir, {
     executablePath: cfg.chromium || '/usr/bin/chromium', headless: true,
