@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import sys
 import unicodedata
@@ -77,9 +78,18 @@ class FieldHandler(BaseHTTPRequestHandler):
 
     def _send(self, status: int, body: bytes | Path, ctype: str, headers: dict | None = None) -> None:
         """Answer with ``body``: bytes, or a file (a Path), streamed in CHUNK-sized writes."""
+        if isinstance(body, Path):
+            with body.open("rb") as f:  # the length of the file object sent, not of a second lookup of the path
+                return self._send_headers(status, os.fstat(f.fileno()).st_size, ctype, headers, f)
+        self._send_headers(status, len(body), ctype, headers)
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _send_headers(self, status: int, length: int, ctype: str, headers: dict | None, file=None) -> None:
+        """The status line and headers; then ``file``'s bytes (unless HEAD), CHUNK at a time."""
         self.send_response(status)
         self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(body.stat().st_size if isinstance(body, Path) else len(body)))
+        self.send_header("Content-Length", str(length))
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Referrer-Policy", "same-origin")
         self.send_header("X-Frame-Options", "DENY")
@@ -87,13 +97,8 @@ class FieldHandler(BaseHTTPRequestHandler):
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        if self.command == "HEAD":
-            return
-        if not isinstance(body, Path):
-            self.wfile.write(body)
-            return
-        with body.open("rb") as f:
-            while chunk := f.read(CHUNK):
+        if file is not None and self.command != "HEAD":
+            while chunk := file.read(CHUNK):
                 self.wfile.write(chunk)
 
     def _json(self, obj, status: int = 200, headers: dict | None = None) -> None:

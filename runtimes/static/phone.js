@@ -29,10 +29,11 @@ async function sha256Hex(buffer) {
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const TRIES = 3;
 
 // A GET from the model cache, else the network (then cached). Works offline once cached. A download cut
 // off mid-body (a hotspot dropping, a busy Pi) is tried again twice, 1 s then 3 s later, before giving up.
-async function cachedFetch(url, { refresh = false, tries = 3 } = {}) {
+async function cachedFetch(url, { refresh = false } = {}) {
   const cache = globalThis.caches ? await caches.open(MODEL_CACHE) : null;
   if (cache && !refresh) {
     const hit = await cache.match(url);
@@ -45,7 +46,7 @@ async function cachedFetch(url, { refresh = false, tries = 3 } = {}) {
       if (cache) await cache.put(url, resp.clone());
       return resp;
     } catch (err) {
-      const retry = attempt < tries && (err.status === undefined || err.status === 429 || err.status >= 500);
+      const retry = attempt < TRIES && (err.status === undefined || err.status === 429 || err.status >= 500);
       if (retry) { await sleep(attempt === 1 ? 1000 : 3000); continue; }
       const hit = cache && (await cache.match(url));
       if (hit) return hit;
