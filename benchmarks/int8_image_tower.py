@@ -40,11 +40,13 @@ ONNX_VARIANTS = [  # (label, changes from DEFAULT); the first row is what `lugha
     ("final projection float too", {"exclude": "proj"}),
 ]
 TFLITE_VARIANTS = [
-    ("stock litert-torch PT2E quantizer", {"clamp_aware": False, "rounding": "nearest", "float_stem": 0}),
-    ("+ conv/ReLU6 observed after the clamp", {"rounding": "nearest", "float_stem": 0}),
-    ("+ kernel sums kept (previous default)", {"rounding": "kernel_sum", "float_stem": 0}),
-    ("+ GPTQ rounding instead", {"float_stem": 0}),
-    ("+ float stem (auto): the default", {}),
+    ("stock litert-torch PT2E quantizer", {"clamp_aware": False, "rounding": "nearest", "float_stem": 0,
+                                           "observer": "histogram"}),
+    ("+ conv/ReLU6 observed after the clamp", {"rounding": "nearest", "float_stem": 0, "observer": "histogram"}),
+    ("+ kernel sums kept", {"rounding": "kernel_sum", "float_stem": 0, "observer": "histogram"}),
+    ("+ GPTQ rounding instead", {"float_stem": 0, "observer": "histogram"}),
+    ("+ float stem (auto) (previous default)", {"observer": "histogram"}),
+    ("+ min/max activation ranges: the default", {}),
 ]
 
 
@@ -112,6 +114,26 @@ class Bench:
         return out
 
 
+    def noise_floor(self, cosine: float, draws: int = 40, seed: int = 0) -> dict:
+        """What the accuracy gate sees when the fp32 eval-split image embeddings only get random noise of
+        the size that leaves them at mean ``cosine`` to fp32 (isotropic, so no systematic error): the
+        chance that some language/metric cell drops more than ``max_drop`` points, from sampling alone."""
+        e = self.eval_img.astype(np.float64)
+        rng, sigma = np.random.default_rng(seed), float(np.sqrt(2 * (1 - cosine)))
+        worst, over = [], []
+        for _ in range(draws):
+            n = rng.standard_normal(e.shape)
+            n *= sigma * np.linalg.norm(e, axis=1, keepdims=True) / np.linalg.norm(n, axis=1, keepdims=True)
+            got = self.metrics((e + n).astype(np.float32))
+            drops = [100 * (r[m] - got[lang][m]) for lang, r in self.ref_metrics.items() for m in ("i2t_r1", "t2i_r1")]
+            worst.append(max(drops))
+            over.append(sum(d > self.max_drop + 1e-9 for d in drops))
+        return {"cosine": round(cosine, 5), "draws": draws, "cells": 2 * len(self.ref_metrics),
+                "p_any_cell_over_max_drop": round(float(np.mean(np.array(over) > 0)), 3),
+                "mean_cells_over": round(float(np.mean(over)), 2),
+                "median_max_drop": round(float(np.median(worst)), 2)}
+
+
 def latency_ms(run_one, pixels: np.ndarray, repeats: int = 20) -> float:
     """Median ms of one batch-1 image after a warm-up (single-threaded runners)."""
     return feeds_latency_ms(run_one, {"pixel_values": pixels[:1]}, repeats)
@@ -154,7 +176,7 @@ def onnx_rows(bench: Bench, calib_for, work: Path, say, variants) -> list[dict]:
         report = quantize_image_static(fp32, dst, calib_for(o["calib"]), o["method"], o["per_channel"],
                                        heads if o["exclude"] == "proj" else [], o["activations"], o["percentile"],
                                        o["rounding"], o["reduce_range"], o["float_stem"])
-        rows.append(row(label, dst, options=o, quantize_seconds=round(time.monotonic() - start, 1),
+        rows.append(row(label, dst, options=o, default=not change, quantize_seconds=round(time.monotonic() - start, 1),
                         quantization=report.to_dict()))
     return rows
 
@@ -178,7 +200,7 @@ def tflite_rows(bench: Bench, calib_for, work: Path, say, variants) -> list[dict
     for label, change in variants:
         done = convert_image_int8_pt2e(spec, model, sample, work / "int8.tflite", calib_for(DEFAULT["calib"]), layout,
                                        **change)
-        rows.append(row(label, done.path, options=change, quantize_seconds=round(done.seconds, 1),
+        rows.append(row(label, done.path, options=change, default=not change, quantize_seconds=round(done.seconds, 1),
                         quantization=done.quantization))
     return rows
 
@@ -201,6 +223,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", default="onnx,tflite")
     ap.add_argument("--quick", action="store_true", help="only the default int8 row of each format (and fp32/fp16)")
     ap.add_argument("--out", default="int8_image_tower.json")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of formats not in --formats from an existing --out (rerun one format)")
+    ap.add_argument("--noise-draws", type=int, default=40,
+                    help="random-noise draws for the gate's noise floor at each default row's cosine (0: skip)")
     args = ap.parse_args(argv)
     from lugha.export.source import calibration_batches, load_run_source
     from lugha.export.specs import SPECS
@@ -226,13 +252,26 @@ def main(argv: list[str] | None = None) -> int:
                            "use fp32 PyTorch text embeddings, so only the image graph changes",
               "timing": "ms_batch1_1thread: median of 20 batch-1 runs, 1 thread, on the machine that ran this",
               "ref_r1": bench.ref_metrics, "rows": [], "table": []}
+    formats = args.formats.split(",")
+    if args.update and Path(args.out).is_file():  # rows of the other formats, as an earlier run measured them
+        report["rows"] = [r for r in json.loads(Path(args.out).read_text())["rows"] if r["format"] not in formats]
     with tempfile.TemporaryDirectory(prefix="lugha-int8-bench-") as tmp:
-        for fmt in args.formats.split(","):
+        for fmt in formats:
             rows, variants = (onnx_rows, ONNX_VARIANTS) if fmt == "onnx" else (tflite_rows, TFLITE_VARIANTS)
             chosen = [v for v in variants if not v[1]] if args.quick else variants  # the default: no changes
             report["rows"] += rows(bench, calib_for, Path(tmp), say, chosen)
             report["table"] = [_line(r["format"], r["variant"], r) for r in report["rows"]]
             Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
+    if args.noise_draws:
+        defaults = sorted({r["eval_cosine"]["mean"] for r in report["rows"]  # (rows of older runs: by label)
+                           if r.get("default") or r["variant"].startswith("default")} | {0.9999})
+        report["noise_floor"] = {"what": "isotropic noise on the fp32 eval-split image embeddings at each cosine: "
+                                         "how often the gate would fail from sampling alone",
+                                 "rows": [bench.noise_floor(c, args.noise_draws) for c in defaults]}
+        for r in report["noise_floor"]["rows"]:
+            say(f"noise floor at cosine {r['cosine']}: P(some cell > {bench.max_drop} points) "
+                f"{r['p_any_cell_over_max_drop']:.2f}, median worst drop {r['median_max_drop']:.2f} points")
+        Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     say(f"wrote {args.out}")
     return 0
 

@@ -91,7 +91,9 @@ def model_card(info: dict) -> str:
     drops = info.get("worst_drops", {})
     if drops:
         lines += ["", f"Largest per-language drop vs fp32 (points; gate: {info['max_drop']}):", ""]
-        lines += [f"- `{cand}`: {d['drop_points']:.2f} ({d['lang']}, {d['metric']})" for cand, d in drops.items()]
+        lines += [f"- `{cand}`: {d['drop_points']:.2f} ({d['lang']}, {d['metric']}"
+                  + (f"; {round(d['drop_points'] * d['items'] / 100)} of {d['items']}" if d.get("items") else "") + ")"
+                  for cand, d in drops.items()]
     if info.get("advisor"):
         lines += ["", "Quantization advisor:", ""] + [f"- {line}" for line in info["advisor"]]
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in info.get("limitations", [])]

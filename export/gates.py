@@ -6,7 +6,9 @@
 * Accuracy, per language: R@1 image->text and text->image (and label accuracy when the data has labels)
   on the eval split, for every format/precision against PyTorch fp32, with the trainer's own metric
   functions (:func:`lugha.training.evaluate.evaluate_embeddings`). A language losing more than
-  ``max_drop`` points fails the export.
+  ``max_drop`` points fails the export. Each row says how many items the metric counts: on a small
+  split one item is a large step (149 images: 0.67 points), and a few items flip between near-tied
+  neighbours at any precision (fp16 included), so a failure names how many items it is.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from lugha.parity import ParityError, compare_outputs
 from .graph_runners import Runner, batched
 
 GATED_METRICS = ("i2t_r1", "t2i_r1", "label_acc")
+_COUNTED = {"i2t_r1": ("n_images", "images"), "t2i_r1": ("n_texts", "queries")}  # what each R@1 is a fraction of
 
 
 class ExportGateError(LughaError):
@@ -106,9 +109,18 @@ class DropRow:
     value: float
     drop_points: float
     ok: bool
+    items: int = 0  # how many images (i2t) or text queries (t2i) the metric counts; 0: not known
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def resolution(self) -> str:
+        """"2 of 149 images; one = 0.67 points", or "" when the count is not known."""
+        if not self.items:
+            return ""
+        noun = _COUNTED.get(self.metric, ("", "items"))[1]
+        return (f"{round(self.drop_points * self.items / 100)} of {self.items} {noun}; "
+                f"one = {100 / self.items:.2f} points")
 
 
 def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
@@ -122,7 +134,8 @@ def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, 
                 if metric not in ref or metric not in got:
                     continue
                 drop = 100.0 * (ref[metric] - got[metric])
-                rows.append(DropRow(name, lang, metric, ref[metric], got[metric], drop, drop <= max_drop + 1e-9))
+                items = int(ref.get(_COUNTED.get(metric, ("",))[0], 0))
+                rows.append(DropRow(name, lang, metric, ref[metric], got[metric], drop, drop <= max_drop + 1e-9, items))
     return rows
 
 
@@ -131,7 +144,8 @@ def summarize_failures(parity: list[ParityRow], drops: list[DropRow], max_drop: 
              f"{r.allowed_max_abs:.3g}), cosine {r.min_cosine:.5f} (required {r.required_cosine})"
              for r in parity if not r.ok]
     lines += [f"accuracy {r.candidate} [{r.lang}] {r.metric}: {100 * r.value:.1f} vs {100 * r.reference:.1f} "
-              f"fp32 = -{r.drop_points:.1f} points (max {max_drop})" for r in drops if not r.ok]
+              f"fp32 = -{r.drop_points:.1f} points (max {max_drop}{'; ' + r.resolution() if r.items else ''})"
+              for r in drops if not r.ok]
     return lines
 
 

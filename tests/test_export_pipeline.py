@@ -31,6 +31,18 @@ def test_accuracy_gate_names_the_language_that_drops():
     assert "[yo] i2t_r1" in summarize_failures([], rows, 1.0)[0]
 
 
+def test_accuracy_gate_says_how_many_items_a_drop_is():
+    ref = {"ta": {"i2t_r1": 40 / 149, "t2i_r1": 30 / 149, "n_images": 149.0, "n_texts": 149.0}}
+    cand = {"tflite/int8": {"ta": {"i2t_r1": 38 / 149, "t2i_r1": 30 / 149}}}
+    rows = accuracy_gate(ref, cand, max_drop=1.0)
+    assert [(r.metric, r.items, r.ok) for r in rows] == [("i2t_r1", 149, False), ("t2i_r1", 149, True)]
+    assert rows[0].resolution() == "2 of 149 images; one = 0.67 points"
+    assert summarize_failures([], rows, 1.0) == [
+        "accuracy tflite/int8 [ta] i2t_r1: 25.5 vs 26.8 fp32 = -1.3 points (max 1.0; 2 of 149 images; one = 0.67 points)"]
+    no_counts = accuracy_gate({"ta": {"i2t_r1": 0.5}}, {"x": {"ta": {"i2t_r1": 0.4}}}, 1.0)
+    assert no_counts[0].items == 0 and no_counts[0].resolution() == "" and "of" not in summarize_failures([], no_counts, 1.0)[0]
+
+
 @pytest.fixture(scope="module")
 def tiny_run(demo_small, tmp_path_factory):
     from lugha.training.train_config import load_train_config

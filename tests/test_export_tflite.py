@@ -127,3 +127,23 @@ def test_relu6_after_a_conv_gets_its_own_observer_not_the_convs(tiny):
         # clamp-aware: the conv feeds its clamp directly (no observer of the pre-activation); stock: observed
         assert all(not is_observer(c.args[0]) for c in clamps) is aware
         assert all(is_observer(c.args[0]) for c in clamps) is not aware
+
+
+def test_activation_ranges_are_min_max_by_default_histogram_on_request(tiny):
+    """Activation observers: min/max (the default; the histogram observer clips what calibration did not
+    show), litert-torch's histogram observer when asked; anything else is refused by name."""
+    from lugha.export.tflite_export import TfliteExportError
+    from lugha.export.tflite_int8 import _clamp_aware_quantizer
+    from torchao.quantization.pt2e import quantize_pt2e
+    from torchao.quantization.pt2e.observer import HistogramObserver, MinMaxObserver
+
+    model, _ = tiny
+    x = torch.randn(1, 3, 32, 32)
+    for observer, cls in (("minmax", MinMaxObserver), ("histogram", HistogramObserver)):
+        graph = torch.export.export(SPECS["image_encoder"].wrap(model), (), {"pixel_values": x}).module()
+        args = () if observer == "minmax" else (True, frozenset(), observer)
+        prepared = quantize_pt2e.prepare_pt2e(graph, _clamp_aware_quantizer(*args))
+        kinds = {type(m) for name, m in prepared.named_modules() if "activation_post_process" in name}
+        assert cls in kinds and not (kinds & {HistogramObserver, MinMaxObserver}) - {cls}
+    with pytest.raises(TfliteExportError, match="percentile"):
+        _clamp_aware_quantizer(True, frozenset(), "percentile")

@@ -133,7 +133,8 @@ def _print_report(report: dict, args, format_table, print_json, failed: bool = F
     if worst:
         print(file=out)
         print(format_table([{"candidate": k, **v} for k, v in worst.items()],
-                           ["candidate", "lang", "metric", "reference", "value", "drop_points", "ok"]), file=out)
+                           ["candidate", "lang", "metric", "reference", "value", "drop_points", "items", "ok"]),
+              file=out)
     for line in report.get("advisor", []):
         print(f"advisor: {line}", file=out)
     for line in report.get("failures", []):
