@@ -24,7 +24,8 @@ from lugha.parity import ParityError, compare_outputs
 from .graph_runners import Runner, batched
 
 GATED_METRICS = ("i2t_r1", "t2i_r1", "label_acc")
-_COUNTED = {"i2t_r1": ("n_images", "images"), "t2i_r1": ("n_texts", "queries")}  # what each R@1 is a fraction of
+_COUNTED = {"i2t_r1": ("n_images", "images"), "t2i_r1": ("n_texts", "queries"),  # what each metric is a
+            "label_acc": ("n_labelled", "images")}  # fraction of
 
 
 class ExportGateError(LughaError):

@@ -94,4 +94,5 @@ def test_evaluate_embeddings_per_language(tmp_path):
     assert en["i2t_r1"] == 1.0 and en["t2i_r1"] == 1.0 and en["label_acc"] == 1.0
     assert sw["i2t_r1"] == pytest.approx(1 / 3) and sw["t2i_r1"] == pytest.approx(1 / 3)
     assert en["n_images"] == 3 and en["n_labels"] == 2 and en["chance_label_acc"] == 0.5
+    assert en["n_labelled"] == 3  # every image has a label here
     assert report["mean"]["mean_r1"] == pytest.approx((1 + 1 / 3) / 2)

@@ -39,6 +39,8 @@ def test_accuracy_gate_says_how_many_items_a_drop_is():
     assert rows[0].resolution() == "2 of 149 images; one = 0.67 points"
     assert summarize_failures([], rows, 1.0) == [
         "accuracy tflite/int8 [ta] i2t_r1: 25.5 vs 26.8 fp32 = -1.3 points (max 1.0; 2 of 149 images; one = 0.67 points)"]
+    labels = accuracy_gate({"hi": {"label_acc": 48 / 149, "n_labelled": 149}}, {"x": {"hi": {"label_acc": 45 / 149}}}, 1.0)
+    assert labels[0].items == 149 and labels[0].resolution().startswith("3 of 149 images")
     no_counts = accuracy_gate({"ta": {"i2t_r1": 0.5}}, {"x": {"ta": {"i2t_r1": 0.4}}}, 1.0)
     assert no_counts[0].items == 0 and no_counts[0].resolution() == "" and "of" not in summarize_failures([], no_counts, 1.0)[0]
 

@@ -128,6 +128,7 @@ def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
             m["label_acc"] = label_accuracy(img_emb[idx], class_emb, [classes.index(labelled[i]) for i in idx])
             m["chance_label_acc"] = 1.0 / len(classes)
             m["n_labels"] = len(classes)
+            m["n_labelled"] = len(idx)  # the images label_acc is a fraction of
         per_lang[lang] = m
     return {"languages": per_lang, "mean": summarise(per_lang)}
 
