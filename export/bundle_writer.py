@@ -16,6 +16,8 @@ import numpy as np
 
 from lugha.manifest import GoldenSample
 
+from .gates import items_moved  # the "k of N" on the model card's drop lines
+
 GOLDEN_DIR, LABELS_DIR, CARD_NAME = "golden", "labels", "MODEL_CARD.md"
 
 
@@ -92,7 +94,7 @@ def model_card(info: dict) -> str:
     if drops:
         lines += ["", f"Largest per-language drop vs fp32 (points; gate: {info['max_drop']}):", ""]
         lines += [f"- `{cand}`: {d['drop_points']:.2f} ({d['lang']}, {d['metric']}"
-                  + (f"; {round(d['drop_points'] * d['items'] / 100)} of {d['items']}" if d.get("items") else "") + ")"
+                  + (f"; {items_moved(d['drop_points'], d['items'])} of {d['items']}" if d.get("items") else "") + ")"
                   for cand, d in drops.items()]
     if info.get("advisor"):
         lines += ["", "Quantization advisor:", ""] + [f"- {line}" for line in info["advisor"]]

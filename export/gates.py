@@ -101,6 +101,11 @@ def evaluate_candidate(data: EvalData, image: Runner, text: Runner) -> dict[str,
             for lang, m in report["languages"].items()}
 
 
+def items_moved(drop_points: float, items: int) -> int:
+    """How many of ``items`` a drop of ``drop_points`` is (net: lost minus gained)."""
+    return round(drop_points * items / 100)
+
+
 @dataclass
 class DropRow:
     candidate: str  # "onnx/int8"
@@ -110,7 +115,7 @@ class DropRow:
     value: float
     drop_points: float
     ok: bool
-    items: int = 0  # how many images (i2t) or text queries (t2i) the metric counts; 0: not known
+    items: int = 0  # how many images (i2t, label_acc) or text queries (t2i) the metric counts; 0: not known
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -120,7 +125,7 @@ class DropRow:
         if not self.items:
             return ""
         noun = _COUNTED.get(self.metric, ("", "items"))[1]
-        return (f"{round(self.drop_points * self.items / 100)} of {self.items} {noun}; "
+        return (f"{items_moved(self.drop_points, self.items)} of {self.items} {noun}; "
                 f"one = {100 / self.items:.2f} points")
 
 
@@ -151,4 +156,4 @@ def summarize_failures(parity: list[ParityRow], drops: list[DropRow], max_drop: 
 
 
 __all__ = ["parity_gate", "accuracy_gate", "evaluate_candidate", "embed_eval", "summarize_failures", "EvalData",
-           "ParityRow", "DropRow", "ExportGateError", "GATED_METRICS"]
+           "ParityRow", "DropRow", "ExportGateError", "GATED_METRICS", "items_moved"]
