@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,26 +58,48 @@ class QuantReport:
 
 
 @contextlib.contextmanager
-def _in_dir(folder: Path):
-    """ORT's quantization tools drop scratch files (``sym_shape_infer_temp.onnx``, ``<uuid>.data``,
-    ``augmented_model.onnx``) in the working directory: run them inside the temporary folder, quietly."""
-    old = os.getcwd()
-    os.chdir(folder)
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            yield
-    finally:
-        os.chdir(old)
+def _quiet():
+    """ORT's quantization tools print progress to stdout; the export has its own progress lines."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        yield
+
+
+def _symbolic_shapes(model):
+    """ORT's symbolic shape inference, or None where it cannot infer every shape.
+
+    ``SymbolicShapeInference.infer_shapes`` (what ``quant_pre_process`` calls) saves the half-inferred
+    model as ``sym_shape_infer_temp.onnx`` into the working directory before it raises: the library must
+    not write into the user's folder (nor ``chdir`` away from it: a process-wide change that breaks
+    relative paths and threads), so this runs the same steps without that write."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    infer = SymbolicShapeInference(2**31 - 1, False, False, 0)  # quant_pre_process's defaults
+    infer._preprocess(model)
+    complete = False
+    while infer.run_:
+        complete = infer._infer_impl()
+    infer._update_output_from_vi()
+    return infer.out_mp_ if complete else None
 
 
 def _pre_process(src: Path, dst: Path) -> None:
+    """``quant_pre_process`` (shape inference + ORT graph optimisation) into ``dst`` (in a temporary
+    folder): symbolic shapes where all can be inferred, ONNX's own shape inference otherwise (symbolic
+    inference fails on some graphs). The inferred model is saved beside ``dst`` and optimised from there,
+    as ``quant_pre_process`` itself does."""
+    import onnx
     from onnxruntime.quantization import quant_pre_process
 
-    with _in_dir(dst.parent):
-        try:
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=False)
-        except Exception:  # noqa: BLE001 - symbolic shape inference fails on some graphs; ONNX's own works
-            quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+    try:
+        with _quiet():
+            inferred = _symbolic_shapes(onnx.load(str(src)))
+    except Exception:  # noqa: BLE001 - an op the symbolic engine does not know: ONNX's inference still works
+        inferred = None
+    if inferred is not None:
+        src = dst.with_name(dst.stem + ".shapes.onnx")
+        onnx.save(inferred, str(src))
+    with _quiet():
+        quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
 def quantize_text_dynamic(src: str | Path, dst: str | Path, per_channel: bool = True,
@@ -93,8 +114,8 @@ def quantize_text_dynamic(src: str | Path, dst: str | Path, per_channel: bool = 
         model = onnx.load(str(pre))
         tables = quantize_embedding_gathers(model)
         onnx.save(model, str(mid))
-        with _in_dir(Path(tmp)):
-            quantize_dynamic(str(mid), str(Path(dst).resolve()), op_types_to_quantize=["MatMul"],
+        with _quiet():
+            quantize_dynamic(str(mid), str(dst), op_types_to_quantize=["MatMul"],
                              per_channel=per_channel, weight_type=QuantType.QInt8,
                              nodes_to_exclude=list(nodes_to_exclude))
     left = float_weights(onnx.load(str(dst)))
@@ -209,8 +230,8 @@ def quantize_image_static(src: str | Path, dst: str | Path, batches: Sequence[np
         stem = float_stem_nodes(pre_model, float_stem)
         n_stem = sum(1 for n in pre_model.graph.node if n.op_type == "Conv" and (n.name or n.output[0]) in stem)
         del pre_model
-        with _in_dir(Path(tmp)):
-            quantize_static(str(pre), str(Path(dst).resolve()), ImageCalibrationReader(batches),
+        with _quiet():
+            quantize_static(str(pre), str(dst), ImageCalibrationReader(batches),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                             activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,
                             nodes_to_exclude=list(dict.fromkeys([*stem, *nodes_to_exclude])),
