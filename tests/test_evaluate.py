@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from lugha.data.records import Record, write_manifest
-from lugha.training.evaluate import (chance_recall, evaluate_embeddings, label_accuracy, recall_at_k,
-                                     retention, retrieval_metrics, summarise)
+from lugha.training.evaluate import (chance_recall, evaluate_embeddings, hits_at_k, label_accuracy, label_hits,
+                                     recall_at_k, retention, retrieval_metrics, summarise)
 
 
 def test_recall_at_k_known_ranks():
@@ -96,3 +96,34 @@ def test_evaluate_embeddings_per_language(tmp_path):
     assert en["n_images"] == 3 and en["n_labels"] == 2 and en["chance_label_acc"] == 0.5
     assert en["n_labelled"] == 3  # every image has a label here
     assert report["mean"]["mean_r1"] == pytest.approx((1 + 1 / 3) / 2)
+
+
+def test_per_item_hits_average_to_the_metrics():
+    scores = np.array([[0.9, 0.1], [0.9, 0.8], [0.3, 0.3]])
+    pos = np.array([[True, False], [False, True], [False, False]])  # the last query has no positive: left out
+    assert hits_at_k(scores, pos).tolist() == [True, False]
+    assert hits_at_k(scores, pos).mean() == recall_at_k(scores, pos, ks=(1,))[1]
+    classes = np.array([[1.0, 0.0], [0.0, 1.0]])
+    img = np.array([[2.0, 0.1], [0.1, 3.0], [1.0, 0.0], [1.0, 1.0]])
+    assert label_hits(img, classes, [0, 1, 1, 0]).tolist() == [True, True, False, False]  # a tie is a miss
+
+
+def test_evaluate_embeddings_exposes_the_items_without_changing_the_numbers(tmp_path):
+    from lugha.training.data import PairSet
+
+    rows = [Record(id=f"{lang}-{g}", image=f"{g}.png", text=f"{g} {lang}", lang=lang, split="test", label=label,
+                   group=g) for lang in ("en", "sw") for g, label in (("g0", "animal"), ("g1", "food"), ("g2", "animal"))]
+    write_manifest(tmp_path / "m.jsonl", rows)
+    pairs = PairSet(tmp_path / "m.jsonl", "test")
+    img, txt = np.eye(3), np.eye(3)[[0, 1, 2, 0, 2, 1]]
+    class_emb = {"animal": [1.0, 0.0, 1.0], "food": [0.0, 1.0, 0.0]}
+    encode = lambda texts: np.array([class_emb[t] for t in texts])  # noqa: E731
+    plain = evaluate_embeddings(pairs, img, txt, encode)
+    report = evaluate_embeddings(pairs, img, txt, encode, items=True)
+    assert report["languages"] == plain["languages"] and "items" not in plain
+    sw = report["items"]["sw"]
+    assert sw["i2t_r1"].tolist() == [True, False, False] and sw["t2i_r1"].tolist() == [True, False, False]
+    assert report["item_ids"]["sw"]["t2i_r1"] == ["sw-g0", "sw-g1", "sw-g2"]
+    for lang, per in report["items"].items():
+        for metric, hits in per.items():
+            assert hits.mean() == pytest.approx(report["languages"][lang][metric])

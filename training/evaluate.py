@@ -30,14 +30,27 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 def recall_at_k(scores: np.ndarray, positives: np.ndarray, ks: Sequence[int] = KS) -> dict[int, float]:
     """Fraction of queries (rows) whose best-scoring positive has fewer than k candidates scoring at
     least as high (ties pessimistic). ``positives``: bool ``[Q, C]``; a query without positives is skipped."""
+    n_above = _negatives_above(scores, positives)
+    if not len(n_above):
+        return {k: float("nan") for k in ks}
+    return {k: float((n_above < k).mean()) for k in ks}
+
+
+def hits_at_k(scores: np.ndarray, positives: np.ndarray, k: int = 1) -> np.ndarray:
+    """Per query (queries without positives left out, as in :func:`recall_at_k`): a hit at k or not.
+    Its mean is ``recall_at_k``; the paired gates compare these per item."""
+    return _negatives_above(scores, positives) < k
+
+
+def _negatives_above(scores: np.ndarray, positives: np.ndarray) -> np.ndarray:
+    """Per query with a positive: how many non-matching candidates score at least as high as its best match."""
     scores, positives = np.asarray(scores, dtype=np.float64), np.asarray(positives, dtype=bool)
     has = positives.any(axis=1)
     scores, positives = scores[has], positives[has]
     if not len(scores):
-        return {k: float("nan") for k in ks}
+        return np.zeros(0, dtype=np.int64)
     best_pos = np.where(positives, scores, -np.inf).max(axis=1)
-    n_above = ((scores >= best_pos[:, None]) & ~positives).sum(axis=1)
-    return {k: float((n_above < k).mean()) for k in ks}
+    return ((scores >= best_pos[:, None]) & ~positives).sum(axis=1)
 
 
 def chance_recall(n_candidates: int, n_positives: Sequence[int], k: int) -> float:
@@ -67,14 +80,27 @@ def retrieval_metrics(img_emb: np.ndarray, txt_emb: np.ndarray, img_groups: Sequ
     return out
 
 
+def retrieval_hits(img_emb: np.ndarray, txt_emb: np.ndarray, img_groups: Sequence[str],
+                   txt_groups: Sequence[str]) -> dict[str, np.ndarray]:
+    """Per item R@1 hits: ``i2t_r1`` per image, ``t2i_r1`` per text (the items :func:`retrieval_metrics` averages)."""
+    sim = l2_normalize(img_emb) @ l2_normalize(txt_emb).T
+    match = np.asarray(img_groups, dtype=object)[:, None] == np.asarray(txt_groups, dtype=object)[None, :]
+    return {"i2t_r1": hits_at_k(sim, match), "t2i_r1": hits_at_k(sim.T, match.T)}
+
+
 def label_accuracy(img_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int]) -> float:
     """Zero-shot accuracy: each image takes the class whose text embedding is nearest (cosine);
     ties go to no class (count as wrong), like ties in recall."""
+    return float(label_hits(img_emb, class_emb, labels).mean()) if len(labels) else float("nan")
+
+
+def label_hits(img_emb: np.ndarray, class_emb: np.ndarray, labels: Sequence[int]) -> np.ndarray:
+    """Per image: its nearest class is its label (and no other class ties it)."""
     sim = l2_normalize(img_emb) @ l2_normalize(class_emb).T
     labels = np.asarray(labels)
     top = sim.max(axis=1, keepdims=True)
     unique_top = (sim >= top).sum(axis=1) == 1
-    return float(((sim.argmax(axis=1) == labels) & unique_top).mean()) if len(labels) else float("nan")
+    return (sim.argmax(axis=1) == labels) & unique_top
 
 
 def retention(run: dict[str, float], baseline: dict[str, float], keys: Sequence[str]) -> dict[str, float]:
@@ -101,11 +127,17 @@ def load_label_names(manifest: str | os.PathLike) -> tuple[dict[str, dict[str, s
 
 def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
                         encode_texts: Callable[[list[str]], np.ndarray] | None = None,
-                        label_names: dict[str, dict[str, str]] | None = None) -> dict:
+                        label_names: dict[str, dict[str, str]] | None = None, items: bool = False) -> dict:
     """The report for one split. ``pairs``: a :class:`lugha.training.data.PairSet`; ``img_emb`` rows
     follow ``pairs.image_paths``, ``txt_emb`` rows follow ``pairs.records``. ``encode_texts`` (label
-    prompts -> embeddings) enables label accuracy for rows that carry a ``label``."""
+    prompts -> embeddings) enables label accuracy for rows that carry a ``label``.
+
+    ``items``: also ``report["items"][lang][metric]``, the per-item R@1 / label hits (bool arrays) the
+    metrics average, and ``report["item_ids"]`` naming those items (image paths, text record ids), so
+    two models can be compared item by item (:mod:`lugha.training.paired_stats`)."""
     label_names = label_names or {}
+    hits: dict[str, dict[str, np.ndarray]] = {}
+    ids: dict[str, dict[str, list[str]]] = {}
     img_group = {}
     for r, ii in zip(pairs.records, pairs.image_index):
         img_group.setdefault(int(ii), r.group_key)
@@ -114,8 +146,11 @@ def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
         rows = np.flatnonzero(pairs.langs == lang)
         imgs = sorted({int(pairs.image_index[i]) for i in rows})
         m: dict = {"n_images": len(imgs), "n_texts": len(rows)}
-        m.update(retrieval_metrics(img_emb[imgs], txt_emb[rows], [img_group[i] for i in imgs],
-                                   [pairs.records[i].group_key for i in rows]))
+        groups = [img_group[i] for i in imgs], [pairs.records[i].group_key for i in rows]
+        m.update(retrieval_metrics(img_emb[imgs], txt_emb[rows], *groups))
+        if items:
+            hits[lang] = retrieval_hits(img_emb[imgs], txt_emb[rows], *groups)
+            ids[lang] = {"i2t_r1": [pairs.image_paths[i] for i in imgs], "t2i_r1": [_row_id(pairs, i) for i in rows]}
         labelled = {}
         for i in rows:
             if pairs.records[i].label:
@@ -125,12 +160,24 @@ def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
             names = label_names.get(lang, {})
             class_emb = encode_texts([names.get(c, c) for c in classes])
             idx = list(labelled)
-            m["label_acc"] = label_accuracy(img_emb[idx], class_emb, [classes.index(labelled[i]) for i in idx])
+            per_image = label_hits(img_emb[idx], class_emb, [classes.index(labelled[i]) for i in idx])
+            m["label_acc"] = float(per_image.mean())  # label_accuracy(), from the hits the gate pairs
+            if items:
+                hits[lang]["label_acc"], ids[lang]["label_acc"] = per_image, [pairs.image_paths[i] for i in idx]
             m["chance_label_acc"] = 1.0 / len(classes)
             m["n_labels"] = len(classes)
             m["n_labelled"] = len(idx)  # the images label_acc is a fraction of
         per_lang[lang] = m
-    return {"languages": per_lang, "mean": summarise(per_lang)}
+    report = {"languages": per_lang, "mean": summarise(per_lang)}
+    if items:
+        report.update(items=hits, item_ids=ids)
+    return report
+
+
+def _row_id(pairs, i: int) -> str:
+    """A text row's identity across runs: its manifest id, else its language, group and text."""
+    r = pairs.records[i]
+    return getattr(r, "id", "") or f"{r.lang}:{r.group_key}:{r.text}"
 
 
 def embed_pairs(model, pairs, store, tokenizer, batch_size: int, device, autocast, image_features=None,
@@ -176,19 +223,20 @@ def text_encoder(model, tokenizer, batch_size: int, device, autocast) -> Callabl
 
 def evaluate_run(run_dir: str | os.PathLike, manifest: str | os.PathLike | None = None, split: str = "test",
                  checkpoint: str = "best", languages: Sequence[str] = (), batch_size: int = 64,
-                 device: str = "auto", cache_dir: str | None = None) -> dict:
-    """Load ``RUN/<checkpoint>`` and evaluate it on ``split`` of ``manifest`` (the run's own by default)."""
+                 device: str = "auto", cache_dir: str | None = None, items: bool = False) -> dict:
+    """Load ``RUN/<checkpoint>`` and evaluate it on ``split`` of ``manifest`` (the run's own by default);
+    ``items``: with the per-item hits (:func:`evaluate_embeddings`)."""
     from .checkpoint import load_run_model
     from .optim import torch_threads
 
     model, tokenizer, model_cfg, train_cfg, ckpt = load_run_model(run_dir, checkpoint)
     with torch_threads(train_cfg.runtime.threads):
         return _evaluate_loaded(model, tokenizer, model_cfg, train_cfg, ckpt, run_dir, manifest, split, languages,
-                                batch_size, device, cache_dir)
+                                batch_size, device, cache_dir, items)
 
 
 def _evaluate_loaded(model, tokenizer, model_cfg, train_cfg, ckpt, run_dir, manifest, split, languages,
-                     batch_size, device, cache_dir) -> dict:
+                     batch_size, device, cache_dir, items=False) -> dict:
     from .data import ImageStore, PairSet
     from .optim import autocast_for, pick_device
 
@@ -202,7 +250,8 @@ def _evaluate_loaded(model, tokenizer, model_cfg, train_cfg, ckpt, run_dir, mani
     autocast = autocast_for(dev, train_cfg.runtime.precision)[0]
     img, txt = embed_pairs(model, pairs, store, tokenizer, batch_size, dev, autocast)
     names, label_source = load_label_names(manifest)
-    report = evaluate_embeddings(pairs, img, txt, text_encoder(model, tokenizer, batch_size, dev, autocast), names)
+    report = evaluate_embeddings(pairs, img, txt, text_encoder(model, tokenizer, batch_size, dev, autocast), names,
+                                 items=items)
     report.update(run=str(run_dir), checkpoint=str(ckpt), manifest=str(manifest), split=split,
                   model=model_cfg.name, label_source=label_source)
     return report
