@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 
 def not_available(what: str, issue: str):
@@ -14,6 +16,18 @@ def not_available(what: str, issue: str):
         return 3
 
     return run
+
+
+def user_path(text: str) -> str:
+    """argparse ``type`` of every path a user types: made absolute against the working directory once, at
+    the CLI boundary, before any work (no library call then depends on where the process stands). ``-``
+    (stdout/stdin) stays ``-``; ``~`` is expanded; symlinks are kept as typed."""
+    return text if text == "-" else os.path.abspath(os.path.expanduser(text))
+
+
+def user_path_obj(text: str) -> Path:
+    """:func:`user_path` for options whose code wants a :class:`~pathlib.Path`."""
+    return Path(user_path(text))
 
 
 def print_json(obj) -> None:

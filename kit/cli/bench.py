@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lugha.cli._common import user_path
+
 HELP = "Benchmark a bundle on this machine's backends."
 DESCRIPTION = """Time every graph of a bundle on every installed backend (ONNX Runtime, LiteRT, tflite-runtime)
 and precision: cold start, p50/p90/p99 latency and throughput per batch size, peak memory, file sizes,
@@ -28,7 +30,7 @@ def _csv(kind):
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", help="bundle folder (or its manifest.json)")
+    parser.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
     parser.add_argument("--backends", type=_csv(str), default=None, metavar="LIST",
                         help="onnxruntime,litert,tflite (default: every installed one the bundle has graphs for)")
     parser.add_argument("--precisions", type=_csv(str), default=None, metavar="LIST",
@@ -37,13 +39,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_csv(int), default=(1, 8), metavar="LIST", help="batch sizes (default 1,8)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per graph and batch (default 20)")
-    parser.add_argument("--reference", metavar="RUN",
+    parser.add_argument("--reference", type=user_path, metavar="RUN",
                         help="training run folder for the PyTorch eager fp32 column ('config': the bundle's "
                              "model config with untrained projections, for timing only)")
     parser.add_argument("--in-process", action="store_true",
                         help="run every case in this process (faster; cold start and peak RSS then mix)")
-    parser.add_argument("--json", metavar="OUT", help="write the full report as JSON ('-' for stdout)")
-    parser.add_argument("--html", metavar="OUT", help="write a self-contained HTML report with plots")
+    parser.add_argument("--json", type=user_path, metavar="OUT", help="write the full report as JSON ('-' for stdout)")
+    parser.add_argument("--html", type=user_path, metavar="OUT", help="write a self-contained HTML report with plots")
 
 
 def run(args: argparse.Namespace) -> int:

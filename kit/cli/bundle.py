@@ -6,7 +6,7 @@ import sys
 import time
 
 from ..errors import BundleError, ConfigError
-from ._common import format_table, print_json
+from lugha.cli._common import format_table, print_json, user_path
 
 HELP = "Inspect and verify a bundle (checksums, schema, graphs)."
 DESCRIPTION = """A bundle is a folder: manifest.json beside the graphs, tokenizer.json and golden samples it
@@ -25,13 +25,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", help="Check schema, paths, presence, sizes and SHA-256 of every file.",
                        description="Exit 0 if the bundle is intact; otherwise print one line per problem "
                                    "(missing file, size or SHA-256 mismatch, unsafe path) and exit 1.")
-    p.add_argument("bundle", help="bundle folder (or its manifest.json)")
+    p.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
-    p.add_argument("--pubkey", metavar="PEM", help="also check manifest.json.sig against this ed25519 public key "
+    p.add_argument("--pubkey", type=user_path, metavar="PEM", help="also check manifest.json.sig against this ed25519 public key "
                                                    "(bundles made with `lugha export --sign`; needs cryptography)")
     p.set_defaults(_run=run_verify)
     p = sub.add_parser("info", help="Show graphs, languages, sizes and metrics (no hashing; see verify).")
-    p.add_argument("bundle", help="bundle folder (or its manifest.json)")
+    p.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON on stdout")
     p.set_defaults(_run=run_info)
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from lugha.cli._common import user_path
+
 HELP = "Check a manifest: count every problem per kind, skip bad rows, fix what can be fixed."
 DESCRIPTION = """Reads MANIFEST (JSONL), checks each line and each image, and prints one table row per
 problem kind (severity skip / fix / warn, count, example lines). Nothing is dropped silently: by default
@@ -29,18 +31,18 @@ Exit status: 0, or 1 with --strict when any problem (skip, fix or warn) was foun
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", metavar="MANIFEST", help="JSONL manifest to check")
+    parser.add_argument("manifest", type=user_path, metavar="MANIFEST", help="JSONL manifest to check")
     parser.add_argument("--strict", action="store_true", help="exit 1 if any problem is found")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--out", help="cleaned manifest (default <stem>.clean.jsonl beside MANIFEST)")
-    parser.add_argument("--skipped", help="skip list (default <stem>.skipped.jsonl beside MANIFEST)")
-    parser.add_argument("--fixed-dir", help="folder for upright RGB copies (default <stem>.fixed/ beside --out)")
+    parser.add_argument("--out", type=user_path, help="cleaned manifest (default <stem>.clean.jsonl beside MANIFEST)")
+    parser.add_argument("--skipped", type=user_path, help="skip list (default <stem>.skipped.jsonl beside MANIFEST)")
+    parser.add_argument("--fixed-dir", type=user_path, help="folder for upright RGB copies (default <stem>.fixed/ beside --out)")
     parser.add_argument("--no-write", dest="write", action="store_false", help="report only; write no files")
     parser.add_argument("--max-pixels", type=int, default=50_000_000,
                         help="skip images with more pixels than this (default 50,000,000)")
     parser.add_argument("--min-side", type=int, default=32, help="skip images under this many px on a side (32)")
     parser.add_argument("--max-chars", type=int, default=512, help="truncate text to this many characters (512)")
-    parser.add_argument("--tokenizer", help="tokenizer.json: bound text by --max-tokens instead of --max-chars")
+    parser.add_argument("--tokenizer", type=user_path, help="tokenizer.json: bound text by --max-tokens instead of --max-chars")
     parser.add_argument("--max-tokens", type=int, default=64, help="with --tokenizer: truncate to N tokens (64)")
     parser.add_argument("--min-per-split", type=int, default=5,
                         help="warn when a language has fewer kept rows in a split (5; 0 disables)")

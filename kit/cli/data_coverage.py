@@ -11,7 +11,7 @@ from ..config import DEFAULT_MODEL
 from ..data.coverage import (DEFAULT_MAX_LENGTH, coverage_report, load_tokenizer, resolve_tokenizer, table_rows,
                              vocab_json)
 from ..data.records import read_manifest
-from ._common import format_table, print_json
+from lugha.cli._common import format_table, print_json, user_path, user_path_obj
 
 HELP = "Tokenizer coverage per language and script: unknown tokens, fertility, truncation, vocabulary."
 DESCRIPTION = f"""Measure a tokenizer on a manifest's texts, per language and per script:
@@ -35,7 +35,7 @@ Examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", help="JSONL manifest (one image-text pair per line)")
+    parser.add_argument("manifest", type=user_path, help="JSONL manifest (one image-text pair per line)")
     parser.add_argument("--tokenizer", default=DEFAULT_MODEL,
                         help=f"tokenizer.json, folder, or model config name (default: {DEFAULT_MODEL})")
     parser.add_argument("--max-length", type=int, default=None,
@@ -44,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="text prepended before tokenising for the truncation check "
                              "(default: the model's, e.g. 'passage: ' for e5; '' for a plain tokenizer)")
     parser.add_argument("--split", default=None, help="only rows of this split (train, val or test)")
-    parser.add_argument("--vocab-out", type=Path, default=None, help="write the used token ids as JSON here")
+    parser.add_argument("--vocab-out", type=user_path_obj, default=None, help="write the used token ids as JSON here")
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from lugha.cli._common import user_path
+
 HELP = "Build the multilingual demo dataset (emoji pictures + CLDR names in 16 languages), offline."
 DESCRIPTION = """Renders every fully-qualified emoji with Noto Color Emoji to an RGB PNG and pairs it with
 its CLDR name in each language (text), its CLDR keywords (keywords) and its Unicode group (label, e.g.
@@ -25,15 +27,15 @@ Examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, metavar="DIR", help="output folder (created)")
+    parser.add_argument("--out", type=user_path, required=True, metavar="DIR", help="output folder (created)")
     parser.add_argument("--langs", help="comma-separated BCP-47 locales (default: the 16 demo languages)")
     parser.add_argument("--limit", type=int, help="at most N emoji, spread over all groups (for quick tries)")
     parser.add_argument("--image-size", type=int, default=128, help="side of the square PNGs in px (128)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the hash-based split (0)")
-    parser.add_argument("--cldr", metavar="DIR", help="cldr-annotations-full folder (default: search .cache/node, "
+    parser.add_argument("--cldr", type=user_path, metavar="DIR", help="cldr-annotations-full folder (default: search .cache/node, "
                                                       "$LUGHA_CLDR_DIR, ~/.cache/lugha/node)")
-    parser.add_argument("--font", help="NotoColorEmoji.ttf (default: the Debian/Fedora/Arch font paths)")
-    parser.add_argument("--emoji-test", help="Unicode emoji-test.txt (default: /usr/share/unicode/emoji/)")
+    parser.add_argument("--font", type=user_path, help="NotoColorEmoji.ttf (default: the Debian/Fedora/Arch font paths)")
+    parser.add_argument("--emoji-test", type=user_path, help="Unicode emoji-test.txt (default: /usr/share/unicode/emoji/)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 

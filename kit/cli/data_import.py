@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lugha.cli._common import user_path
+
 HELP = "Import a caption dataset (coco, karpathy, flickr, multi30k, xm3600, folder, csv) as a manifest."
 DESCRIPTION = """Reads a dataset in the format it was published in and writes a JSONL manifest: one
 image-text pair per line, languages as BCP-47 codes (hau -> ha, pt_br -> pt-BR), text Unicode NFC, image
@@ -27,7 +29,7 @@ Run `lugha data import FORMAT --help` for each format's options.
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="manifest to write (JSONL); image paths are made relative to it")
+    p.add_argument("--out", type=user_path, required=True, help="manifest to write (JSONL); image paths are made relative to it")
     p.add_argument("--id-prefix", help="prefix of generated record ids (default: the format name)")
     p.add_argument("--split", default="", choices=["", "train", "val", "test"],
                    help="set this split on every record (default: empty, or the source's own)")
@@ -55,44 +57,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="format", metavar="FORMAT")
 
     p = _format(sub, "coco", "COCO captions JSON (captions_*.json)")
-    p.add_argument("captions", help="captions_train2017.json or any file of that shape")
-    p.add_argument("--images", required=True, help="folder holding the images' file_name")
+    p.add_argument("captions", type=user_path, help="captions_train2017.json or any file of that shape")
+    p.add_argument("--images", type=user_path, required=True, help="folder holding the images' file_name")
     _lang(p)
     _common(p)
 
     p = _format(sub, "karpathy", "Karpathy split file (dataset_coco.json, dataset_flickr30k.json)")
-    p.add_argument("split_file", help="dataset_*.json; its train/val/test (restval = train) are kept")
-    p.add_argument("--images", required=True, help="folder the 'filepath/filename' of each image is under")
+    p.add_argument("split_file", type=user_path, help="dataset_*.json; its train/val/test (restval = train) are kept")
+    p.add_argument("--images", type=user_path, required=True, help="folder the 'filepath/filename' of each image is under")
     _lang(p)
     _common(p)
 
     p = _format(sub, "flickr", "Flickr8k/30k captions (*.token.txt, results_*.token, results.csv)")
-    p.add_argument("captions", help="Flickr8k.token.txt, results_20130124.token, results.csv or captions.txt")
-    p.add_argument("--images", required=True, help="folder of the jpg files (Flicker8k_Dataset, flickr30k_images)")
+    p.add_argument("captions", type=user_path, help="Flickr8k.token.txt, results_20130124.token, results.csv or captions.txt")
+    p.add_argument("--images", type=user_path, required=True, help="folder of the jpg files (Flicker8k_Dataset, flickr30k_images)")
     _lang(p)
     _common(p)
 
     p = _format(sub, "multi30k", "Multi30k aligned STEM.LANG files + an image list")
-    p.add_argument("texts", nargs="+", help="caption files named STEM.LANG (train.en train.de; .gz is fine)")
-    p.add_argument("--image-list", required=True, help="image file names, one per line, aligned with the texts")
-    p.add_argument("--images", required=True, help="folder of the Flickr30k images")
+    p.add_argument("texts", type=user_path, nargs="+", help="caption files named STEM.LANG (train.en train.de; .gz is fine)")
+    p.add_argument("--image-list", type=user_path, required=True, help="image file names, one per line, aligned with the texts")
+    p.add_argument("--images", type=user_path, required=True, help="folder of the Flickr30k images")
     _common(p)
 
     p = _format(sub, "xm3600", "Crossmodal-3600 captions.jsonl (36 languages)")
-    p.add_argument("captions", help="captions.jsonl")
-    p.add_argument("--images", required=True, help="folder of <image/key>.jpg")
+    p.add_argument("captions", type=user_path, help="captions.jsonl")
+    p.add_argument("--images", type=user_path, required=True, help="folder of <image/key>.jpg")
     p.add_argument("--langs", help="comma-separated languages to keep (default: all 36)")
     _common(p)
 
     p = _format(sub, "folder", "image folder with sidecar captions (x.jpg + x.txt or x.<lang>.txt)")
-    p.add_argument("folder", help="folder searched recursively for images")
+    p.add_argument("folder", type=user_path, help="folder searched recursively for images")
     _lang(p, None, "of plain x.txt captions (x.<lang>.txt name their own)")
     p.add_argument("--label-from-folder", action="store_true", help="use each image's sub-folder name as label")
     _common(p)
 
     p = _format(sub, "csv", "CSV/TSV table with a header row; columns chosen by flags")
-    p.add_argument("table", help="the .csv / .tsv file")
-    p.add_argument("--images", help="folder image paths are relative to (default: the table's folder)")
+    p.add_argument("table", type=user_path, help="the .csv / .tsv file")
+    p.add_argument("--images", type=user_path, help="folder image paths are relative to (default: the table's folder)")
     p.add_argument("--image-col", default="image", help="image path column (default image)")
     p.add_argument("--text-col", default="text", help="caption column (default text)")
     p.add_argument("--lang-col", help="language column (or --lang for all rows / rows left empty)")

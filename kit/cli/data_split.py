@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from lugha.cli._common import user_path
+
 HELP = "Assign train/val/test by group (image): deterministic, seedable, stable as rows are added."
 DESCRIPTION = """Sets each record's split from a hash of (--seed, its group), where the group is the
 record's `group` field or else its image. All captions of one image, in every language, land in the
@@ -18,8 +20,8 @@ Examples:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("manifest", metavar="MANIFEST", help="JSONL manifest to split")
-    parser.add_argument("--out", required=True, help="manifest to write (may be MANIFEST itself)")
+    parser.add_argument("manifest", type=user_path, metavar="MANIFEST", help="JSONL manifest to split")
+    parser.add_argument("--out", type=user_path, required=True, help="manifest to write (may be MANIFEST itself)")
     parser.add_argument("--seed", type=int, default=0, help="hash seed; another seed, another split (default 0)")
     parser.add_argument("--ratios", default="0.8,0.1,0.1",
                         help="train,val[,test] fractions or weights (default 0.8,0.1,0.1)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lugha.cli._common import user_path
+
 HELP = "Check this machine before a field trip."
 DESCRIPTION = """Say plainly what will and will not work here: CPU (NEON / dot-product on ARM, AVX2 / VNNI on
 x86), 64-bit userland, glibc against the engines' wheels, Python, numpy, free memory and disk, and which
@@ -20,7 +22,7 @@ MARKS = {"ok": ("✓", "ok"), "warn": ("!", "!!"), "fail": ("✗", "XX"), "info"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", nargs="?", help="bundle folder, its manifest.json, or a .zip (optional)")
+    parser.add_argument("bundle", type=user_path, nargs="?", help="bundle folder, its manifest.json, or a .zip (optional)")
     parser.add_argument("--json", action="store_true", help="print facts, checks and the verdict as JSON")
     parser.add_argument("--timeout", type=float, default=120.0,
                         help="seconds each engine may take to import (default 120; a Pi Zero 2 is slow)")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from lugha.cli._common import user_path
+
 HELP = "Evaluate a training run: recall@k and label accuracy per language (fusion-head accuracy for classify runs)."
 DESCRIPTION = """Evaluate a run on a split: image->text and text->image Recall@1/5/10 per language
 (the images of that language's rows against its texts; several texts may match one image) and
@@ -30,12 +32,12 @@ RETAINED = ("i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", "t2i_r5", "t2i_r10", "label
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run_dir", metavar="RUN", help="a run folder written by `lugha train`")
-    parser.add_argument("--data", metavar="MANIFEST", help="JSONL manifest (default: the run's own)")
+    parser.add_argument("run_dir", type=user_path, metavar="RUN", help="a run folder written by `lugha train`")
+    parser.add_argument("--data", type=user_path, metavar="MANIFEST", help="JSONL manifest (default: the run's own)")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test; '' = all rows)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"), help="which checkpoint (default: best)")
     parser.add_argument("--languages", default="", help="comma-separated languages to keep (default: all)")
-    parser.add_argument("--baseline", metavar="RUN0", help="report English metrics as %% of this run's")
+    parser.add_argument("--baseline", type=user_path, metavar="RUN0", help="report English metrics as %% of this run's")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--json", action="store_true", help="print the full report as JSON")
 

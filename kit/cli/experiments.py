@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lugha.cli._common import user_path
+
 HELP = "Run a comparison experiment (fusion heads for multimodal classification)."
 DESCRIPTION = """Reproducible experiments on a dataset, each printing one comparison table (Markdown) or JSON.
 
@@ -37,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="EXPERIMENT")
     p = sub.add_parser("fusion", help="fusion heads: accuracy, missing modality, memory, ONNX latency",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", required=True, metavar="MANIFEST", help="JSONL manifest with train/test splits and labels")
+    p.add_argument("--data", type=user_path, required=True, metavar="MANIFEST", help="JSONL manifest with train/test splits and labels")
     p.add_argument("--model", default=None, help="model config name (default: lowclip-lite0-e5small)")
     p.add_argument("--heads", default="early,late,xattn,prototype", help="comma-separated heads to compare")
     p.add_argument("--train-langs", default="en,sw,hi,am", help="languages the heads train on (others are held out)")
@@ -50,8 +52,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--proj-epochs", type=int, default=5, help="epochs of the shared projection stage (default: 5)")
     p.add_argument("--threads", type=int, default=1, help="torch / onnxruntime threads for heads (default: 1)")
     p.add_argument("--repeats", type=int, default=200, help="timed ONNX runs per head (default: 200)")
-    p.add_argument("--cache-dir", default=None, help="feature cache folder (default: LUGHA_HOME/cache)")
-    p.add_argument("--work", default=None, metavar="DIR", help="keep the projection run and ONNX files here")
+    p.add_argument("--cache-dir", type=user_path, default=None, help="feature cache folder (default: LUGHA_HOME/cache)")
+    p.add_argument("--work", type=user_path, default=None, metavar="DIR", help="keep the projection run and ONNX files here")
     p.add_argument("--no-isolate", action="store_true",
                    help="train heads in this process (faster; the memory column is then less exact)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines")

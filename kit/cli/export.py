@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lugha.cli._common import user_path
+
 HELP = "Export a run to ONNX/TFLite, quantize, gate on parity and accuracy, pack a bundle."
 DESCRIPTION = """Export a training run (the folder `lugha train --out RUN` made) as a bundle a device can run:
 the image tower + projection and the text tower + projection (and a fusion head, if the run trained one)
@@ -42,8 +44,8 @@ def _csv(text: str) -> tuple[str, ...]:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("run", metavar="RUN", help="training run folder (config.yaml, best/, last/)")
-    parser.add_argument("--out", required=True, metavar="BUNDLE", help="bundle folder to create")
+    parser.add_argument("run", type=user_path, metavar="RUN", help="training run folder (config.yaml, best/, last/)")
+    parser.add_argument("--out", type=user_path, required=True, metavar="BUNDLE", help="bundle folder to create")
     parser.add_argument("--formats", type=_csv, default=("onnx",), help="onnx,tflite (default: onnx)")
     parser.add_argument("--precision", type=_csv, default=("fp32", "int8"), dest="precisions",
                         help="any of fp32,fp16,int8 (default: fp32,int8)")
@@ -76,7 +78,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-split", default="test", help="split for the accuracy gate (falls back to val)")
     parser.add_argument("--eval-limit", type=int, default=0, metavar="N", help="at most N eval rows per language")
     parser.add_argument("--zip", action="store_true", help="also write BUNDLE.zip")
-    parser.add_argument("--sign", metavar="KEY", help="ed25519 private key (PEM) to sign manifest.json with")
+    parser.add_argument("--sign", type=user_path, metavar="KEY", help="ed25519 private key (PEM) to sign manifest.json with")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing BUNDLE")
     parser.add_argument("--legacy-onnx", action="store_true", help="use the TorchScript ONNX exporter, not dynamo")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from lugha.cli._common import user_path_obj
+
 HELP = "Field-app judgments: export them as a dataset, or report human vs automatic accuracy."
 DESCRIPTION = """The field app (`lugha serve`) stores consented judgments in a SQLite file. Turn them into a dataset
 manifest for the next training round (corrected captions become new pairs, confirmed results become
@@ -23,16 +25,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
                          description="Corrected captions become new pairs; results judged correct (and not "
                                      "inappropriate) become confirmed pairs. Wrong or inappropriate results "
                                      "without a better caption are counted, never exported.")
-    exp.add_argument("--db", type=Path, required=True, help="the SQLite file `lugha serve --db` wrote")
-    exp.add_argument("--out", type=Path, required=True, help="manifest to write (images go beside it)")
+    exp.add_argument("--db", type=user_path_obj, required=True, help="the SQLite file `lugha serve --db` wrote")
+    exp.add_argument("--out", type=user_path_obj, required=True, help="manifest to write (images go beside it)")
     exp.add_argument("--json", action="store_true", help="print the summary as JSON")
     exp.set_defaults(_run=run_export)
     rep = sub.add_parser("report", help="human-judged accuracy per language vs the bundle's metric",
                          description="human_top1: share of judged rank-1 results judged correct (the human twin "
                                      "of R@1 / label accuracy); auto: the bundle manifest's metric for the same "
                                      "language; gap = human - auto.")
-    rep.add_argument("--db", type=Path, required=True, help="the SQLite file `lugha serve --db` wrote")
-    rep.add_argument("--bundle", type=Path, default=None, help="bundle whose manifest metrics to compare with")
+    rep.add_argument("--db", type=user_path_obj, required=True, help="the SQLite file `lugha serve --db` wrote")
+    rep.add_argument("--bundle", type=user_path_obj, default=None, help="bundle whose manifest metrics to compare with")
     rep.add_argument("--precision", default=None, help="which precision's metrics (default int8, then fp32)")
     rep.add_argument("--json", action="store_true", help="print the report as JSON")
     rep.set_defaults(_run=run_report)

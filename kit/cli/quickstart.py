@@ -13,6 +13,8 @@ import sys
 import time
 from pathlib import Path
 
+from lugha.cli._common import user_path_obj
+
 HELP = "The main job: demo data -> train -> export (gated) -> device tests -> benchmark report."
 DESCRIPTION = """Runs the whole pipeline on the embedded multilingual demo data, offline:
 
@@ -33,9 +35,9 @@ REPO_CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("lugha-quickstart"), help="where everything goes")
+    parser.add_argument("--out", type=user_path_obj, default="lugha-quickstart", help="where everything goes")
     parser.add_argument("--smoke", action="store_true", help="tiny model and few emoji: checks plumbing fast")
-    parser.add_argument("--config", type=Path, default=None,
+    parser.add_argument("--config", type=user_path_obj, default=None,
                         help="training config (default: configs/quickstart.yaml, or test-tiny.yaml with --smoke)")
 
 

@@ -7,6 +7,8 @@ import signal
 import sys
 from pathlib import Path
 
+from lugha.cli._common import user_path, user_path_obj
+
 HELP = "Serve the offline field app for native-speaker testing."
 DESCRIPTION = """A mobile web app for testing a bundle with native speakers, with no internet at all: testers take
 a photo and judge the labels in their language, or type a caption and judge the gallery images it finds.
@@ -29,12 +31,12 @@ the fingerprint, install it (Android: Settings > Security > Install a certificat
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bundle", help="bundle folder (or .zip)")
+    parser.add_argument("bundle", type=user_path, help="bundle folder (or .zip)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; give the "
                         "hotspot address, e.g. 192.168.4.1, to reach it from phones)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
-    parser.add_argument("--gallery", type=Path, default=None, help="folder of images for text -> image search")
-    parser.add_argument("--db", type=Path, default=Path("feedback.sqlite"),
+    parser.add_argument("--gallery", type=user_path_obj, default=None, help="folder of images for text -> image search")
+    parser.add_argument("--db", type=user_path_obj, default="feedback.sqlite",
                         help="SQLite file for consent and judgments (default ./feedback.sqlite)")
     parser.add_argument("--pin", default=os.environ.get("LUGHA_SERVE_PIN"),
                         help="PIN for admin actions (stats, download); default $LUGHA_SERVE_PIN; none: admin off")
@@ -42,7 +44,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", help="int8, fp32, fp16 or auto (default: int8 first)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the engine's)")
     parser.add_argument("--k", type=int, default=5, help="results shown per query (default 5)")
-    parser.add_argument("--cache-dir", type=Path, default=None,
+    parser.add_argument("--cache-dir", type=user_path_obj, default=None,
                         help="where the gallery index is cached (default $LUGHA_HOME/serve-cache)")
     parser.add_argument("--rate-limit", type=float, default=5.0, metavar="PER_S",
                         help="requests per second per client, bursts of --burst (default 5; 0 turns it off)")
@@ -51,9 +53,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest photo in pixels (default 40M)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="extra Host name the app may be reached by (e.g. pi.local); repeatable")
-    parser.add_argument("--tls-cert", "--cert", dest="tls_cert", default=None,
+    parser.add_argument("--tls-cert", "--cert", dest="tls_cert", type=user_path, default=None,
                         help="TLS certificate (PEM, chain after it) for https")
-    parser.add_argument("--tls-key", "--key", dest="tls_key", default=None, help="its private key (PEM)")
+    parser.add_argument("--tls-key", "--key", dest="tls_key", type=user_path, default=None, help="its private key (PEM)")
     parser.add_argument("--self-signed", action="store_true",
                         help="https with a private CA and certificate for --host, made (or reused) beside --db")
     parser.add_argument("--quiet", action="store_true", help="no per-request log lines")

