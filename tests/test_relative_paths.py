@@ -69,7 +69,7 @@ def test_every_path_command_with_relative_paths(tmp_path):
     (work / "pics").mkdir()
     (work / "pics" / "cat.png").write_bytes(photo(seed=3))
     (work / "table.csv").write_text("image,text,lang\npics/cat.png,paka,sw\n", encoding="utf-8")
-    lugha(work, "data", "import", "csv", "table.csv", "--out", "imported/manifest.jsonl")
+    lugha(work, "data", "import", "csv", "table.csv", "--lang-col", "lang", "--out", "imported/manifest.jsonl")
     row = json.loads((work / "imported" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert (work / "imported" / row["image"]).is_file()
 

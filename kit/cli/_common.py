@@ -30,6 +30,13 @@ def user_path_obj(text: str) -> Path:
     return Path(user_path(text))
 
 
+def write_report(path: str | Path, text: str) -> None:
+    """A report file the user named (``--json OUT``, ``--html OUT``): its folder is created if missing."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
 def print_json(obj) -> None:
     json.dump(obj, sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from lugha.cli._common import user_path
 
@@ -52,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     from ..errors import ConfigError
     from ..runtimes.bench import COLUMNS, BenchSettings, markdown_report, run_benchmark
     from ..runtimes.bench_html import render_html
-    from ._common import print_json
+    from lugha.cli._common import print_json, write_report
 
     if args.threads is not None and args.threads < 1:
         raise ConfigError("--threads", f"must be >= 1, got {args.threads}")
@@ -71,10 +70,10 @@ def run(args: argparse.Namespace) -> int:
         if args.json:
             import json
 
-            Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            write_report(args.json, json.dumps(report, indent=2) + "\n")
             print(f"wrote {args.json}")
     if args.html:
-        Path(args.html).write_text(render_html(report, COLUMNS), encoding="utf-8")
+        write_report(args.html, render_html(report, COLUMNS))
         if args.json != "-":
             print(f"wrote {args.html}")
     return 0 if report["cases"] else 1
