@@ -14,6 +14,12 @@ if ! command -v cc >/dev/null 2>&1; then
   say "installing gcc"; apt-get update -q >/dev/null && apt-get install -y -q gcc >/dev/null
 fi
 
+# 0b. iso-codes: tests/test_langcodes.py checks lugha's language table against ISO 639-3's own JSON.
+if [ ! -f /usr/share/iso-codes/json/iso_639-3.json ]; then
+  say "installing iso-codes (the ISO 639-3 table a test checks against)"
+  apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends iso-codes >/dev/null
+fi
+
 # 1. System packages and the demo data sources (font, Unicode emoji data, CLDR annotations).
 bash scripts/fetch_demo_sources.sh
 
