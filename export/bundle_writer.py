@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from lugha.gate_report import AccuracyGate
 from lugha.manifest import GoldenSample
-
-from .gates import items_moved  # the "k of N" on the model card's drop lines
 
 GOLDEN_DIR, LABELS_DIR, CARD_NAME = "golden", "labels", "MODEL_CARD.md"
 
@@ -62,8 +61,8 @@ def _pct(x) -> str:
 
 def model_card(info: dict) -> str:
     """MODEL_CARD.md from the export report (languages, data, metrics per precision, deltas, limits)."""
-    lines = [f"# {info['model']} — lugha bundle", "",
-             f"Exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by lugha {info['lugha_version']} "
+    lines = [f"# {info['model']} — lugha bundle", ""] + _override_notice(info.get("gate"))
+    lines += [f"Exported {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} by lugha {info['lugha_version']} "
              f"from {info['source']}.", "", info.get("description", ""), "",
              "## Languages and data", "",
              f"Languages: {', '.join(info['languages']) or '(none)'}.", "",
@@ -90,17 +89,41 @@ def model_card(info: dict) -> str:
     lines += ["", "## Quantization", ""]
     for q in info.get("quantization", []):
         lines.append(f"- `{q['key']}`: {q['scheme']} ({q['size_mb']:.2f} MB)")
-    drops = info.get("worst_drops", {})
-    if drops:
-        lines += ["", f"Largest per-language drop vs fp32 (points; gate: {info['max_drop']}):", ""]
-        lines += [f"- `{cand}`: {d['drop_points']:.2f} ({d['lang']}, {d['metric']}"
-                  + (f"; {items_moved(d['drop_points'], d['items'])} of {d['items']}" if d.get("items") else "") + ")"
-                  for cand, d in drops.items()]
+    lines += _gate_section(info.get("gate"))
     if info.get("advisor"):
         lines += ["", "Quantization advisor:", ""] + [f"- {line}" for line in info["advisor"]]
     lines += ["", "## Limitations", ""] + [f"- {x}" for x in info.get("limitations", [])]
     lines += ["", "## Licences", ""] + [f"- {x}" for x in info.get("licences", [])]
     return "\n".join(lines) + "\n"
+
+
+def _override_notice(gate: AccuracyGate | None) -> list[str]:
+    """At the very top when ``--allow-drop`` kept a bundle its accuracy gate would have blocked."""
+    if gate is None or not gate.overridden:
+        return []
+    return ([f"> **Accuracy gate overridden (`--allow-drop`)**: this bundle was written although the `{gate.policy}` "
+             f"gate would have blocked it on {len(gate.blocking)} cell(s):", ">"]
+            + [f"> - {line}" for line in gate.blocking] + [""])
+
+
+def _gate_section(gate: AccuracyGate | None) -> list[str]:
+    """Every cell the accuracy gate decided: drop, interval, p-values, decision, the paired counts."""
+    if gate is None:
+        return []
+    counts = gate.counts()
+    lines = ["", "## Accuracy gate", "",
+             f"Policy `{gate.policy}`{' (overridden by --allow-drop)' if gate.overridden else ''}, margin "
+             f"{gate.max_drop_points:g} points, items of the {'+'.join(gate.splits)} split(s), alpha {gate.alpha}: "
+             f"{gate.method}. Per-language cells: {counts['pass']} pass, {counts['undecided']} undecided, "
+             f"{counts['fail']} fail. Drop = (lost - gained) / n in points (positive: the candidate is worse).", "",
+             "| candidate | lang | metric | drop | 90% CI | p | p (Holm) | decision | lost / gained / n | flips |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in (*gate.pooled, *gate.cells):
+        decision = c.decision if c.decision != "undecided" or c.decide_n is None else f"undecided (n {c.decide_n})"
+        lines.append(f"| {c.candidate} | {c.lang} | {c.metric} | {c.drop_points:+.2f} | {c.ci_low_points:+.2f} to "
+                     f"{c.ci_high_points:+.2f} | {c.p_value:.3g} | {c.p_holm:.3g} | {decision} | {c.lost} / {c.gained} "
+                     f"/ {c.n} | {c.flip_rate:.1%} |")
+    return lines
 
 
 def _head_section(metrics: dict) -> list[str]:

@@ -74,9 +74,10 @@ def class_targets(data: EvalData, head) -> np.ndarray:
 
 
 def head_accuracy(data: EvalData, head, image: Runner, text: Runner, fusion: Runner, input_names,
-                  batch_size: int = 32) -> dict[str, dict[str, float]]:
+                  batch_size: int = 32, items: dict | None = None) -> dict[str, dict[str, float]]:
     """Per language: ``head_acc`` (both sides), ``head_n``, and for a head that skips a missing side
-    ``head_acc_image_only`` (text missing) / ``head_acc_text_only`` (image missing)."""
+    ``head_acc_image_only`` (text missing) / ``head_acc_text_only`` (image missing). ``items``, when
+    given, receives ``{lang: {"head_acc": per-row hits}}`` for the paired gate."""
     targets = class_targets(data, head)
     rows = np.flatnonzero(targets > -2)
     if not len(rows):
@@ -99,6 +100,8 @@ def head_accuracy(data: EvalData, head, image: Runner, text: Runner, fusion: Run
         sel = langs == lang
         m = {name: float((p[sel] == targets[rows][sel]).mean()) for name, p in preds.items()}
         out[lang] = {**m, "head_n": int(sel.sum())}
+        if items is not None:
+            items.setdefault(lang, {})["head_acc"] = preds["head_acc"][sel] == targets[rows][sel]
     return out
 
 

@@ -3,12 +3,16 @@
 * Parity, per graph/format/precision: the exported graph on the golden inputs against PyTorch's outputs,
   through the ONE parity helper (:mod:`lugha.parity`): names, dtypes, shapes, then max abs and cosine
   against the graph's tolerance.
-* Accuracy, per language: R@1 image->text and text->image (and label accuracy when the data has labels)
-  on the eval split, for every format/precision against PyTorch fp32, with the trainer's own metric
-  functions (:func:`lugha.training.evaluate.evaluate_embeddings`). A language losing more than
-  ``max_drop`` points fails the export. Each row says how many items the metric counts: on a small
-  split one item is a large step (149 images: 0.67 points), and a few items flip between near-tied
-  neighbours at any precision (fp16 included), so a failure names how many items it is.
+* Accuracy, per candidate (format/precision) x language x metric (R@1 image->text and text->image, label
+  accuracy, a classify run's fusion-head accuracy): paired per-item outcomes against PyTorch fp32 on the
+  same items (the evaluation splits the run did not train on, pooled), with the trainer's own metric
+  functions (:func:`lugha.training.evaluate.evaluate_embeddings`). Each cell is decided with statistics
+  (:mod:`lugha.training.paired_stats`): **fail** (the drop is significantly above the margin, Holm over all
+  cells), **pass** (its upper confidence bound is below the margin) or **undecided**; each candidate also
+  gets a pooled cell over all languages. A bare threshold cannot work here: on 149 items one item is
+  0.67 points, and a few items flip between near-tied neighbours at any precision (fp16 included).
+  Policy (:func:`blocking`): ``default`` blocks on any fail and on a pooled cell that is not a pass;
+  ``strict`` also on any undecided cell.
 """
 from __future__ import annotations
 
@@ -17,13 +21,16 @@ from typing import Callable
 
 import numpy as np
 
-from lugha.errors import LughaError
+from lugha.errors import ConfigError, LughaError
+from lugha.gate_report import GateCell
 from lugha.manifest import GraphSpec
 from lugha.parity import ParityError, compare_outputs
 
 from .graph_runners import Runner, batched
 
 GATED_METRICS = ("i2t_r1", "t2i_r1", "label_acc")
+PAIRED_METRICS = GATED_METRICS + ("head_acc",)  # what the paired gate decides (head_acc: classify runs)
+GATE_POLICIES = ("default", "strict")
 _COUNTED = {"i2t_r1": ("n_images", "images"), "t2i_r1": ("n_texts", "queries"),  # what each metric is a
             "label_acc": ("n_labelled", "images")}  # fraction of
 
@@ -75,6 +82,7 @@ class EvalData:
     pixels: np.ndarray  # [N_images, ...] in the bundle's layout, rows follow pairs.image_paths
     encode_tokens: Callable[[list[str]], tuple[np.ndarray, np.ndarray]]
     label_names: dict[str, dict[str, str]] = field(default_factory=dict)
+    split: str = ""
 
 
 def embed_eval(data: EvalData, image: Runner, text: Runner, batch_size: int = 32):
@@ -91,14 +99,79 @@ def embed_eval(data: EvalData, image: Runner, text: Runner, batch_size: int = 32
     return img, encode(list(data.pairs.texts)), encode
 
 
-def evaluate_candidate(data: EvalData, image: Runner, text: Runner) -> dict[str, dict[str, float]]:
-    """Per-language metrics (the trainer's evaluate_embeddings) of one image/text runner pair."""
+Items = dict[str, dict[str, np.ndarray]]  # lang -> metric -> per-item hits (bool)
+
+
+def evaluate_candidate(data: EvalData, image: Runner, text: Runner) -> tuple[dict[str, dict[str, float]], Items]:
+    """Per-language metrics (the trainer's evaluate_embeddings) of one image/text runner pair, and the
+    per-item hits they average."""
     from lugha.training.evaluate import evaluate_embeddings
 
     img, txt, encode = embed_eval(data, image, text)
-    report = evaluate_embeddings(data.pairs, img, txt, encode, data.label_names)
-    return {lang: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
-            for lang, m in report["languages"].items()}
+    report = evaluate_embeddings(data.pairs, img, txt, encode, data.label_names, items=True)
+    metrics = {lang: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
+               for lang, m in report["languages"].items()}
+    return metrics, report["items"]
+
+
+def over_splits(report_data: EvalData, gate_data: list[EvalData],
+                evaluate: Callable[[EvalData], tuple[dict, Items]]) -> tuple[dict, Items]:
+    """``evaluate`` on the report split (its metrics) and on each gate split (their items, concatenated
+    per language and metric); a split that is both is evaluated once."""
+    done: dict[int, tuple[dict, Items]] = {}
+    for d in [report_data, *gate_data]:
+        if id(d) not in done:
+            done[id(d)] = evaluate(d)
+    merged: Items = {}
+    for d in gate_data:
+        for lang, per in done[id(d)][1].items():
+            for metric, hits in per.items():
+                have = merged.setdefault(lang, {}).get(metric)
+                merged[lang][metric] = hits if have is None else np.concatenate([have, hits])
+    return done[id(report_data)][0], merged
+
+
+def accuracy_cells(reference: Items, candidates: dict[str, Items], max_drop: float,
+                   metrics: tuple[str, ...] = PAIRED_METRICS) -> tuple[list[GateCell], list[GateCell]]:
+    """Every candidate's decided cells: (per language, pooled per candidate and metric), Holm over both."""
+    from lugha.training import paired_stats as ps
+
+    cells, pooled = [], []
+    for name, per_lang in candidates.items():
+        for metric in metrics:
+            parts = []
+            for lang in sorted(reference):
+                ref, got = reference[lang].get(metric), per_lang.get(lang, {}).get(metric)
+                if ref is None or got is None:
+                    continue
+                if len(ref) != len(got):
+                    raise ConfigError(f"{name}[{lang}].{metric}", f"{len(got)} items, the reference has {len(ref)}")
+                cells.append(ps.make_cell(name, lang, metric, ref, got, max_drop))
+                parts.append((ref, got))
+            if parts:
+                pooled.append(ps.pooled(name, metric, parts, max_drop))
+    decided = ps.decide(cells + pooled)
+    return decided[:len(cells)], decided[len(cells):]
+
+
+def blocking(cells: list[GateCell], pooled: list[GateCell], policy: str) -> list[GateCell]:
+    """The cells that stop an export under ``policy``: any fail; a pooled cell that is not a pass
+    (``default``); also any undecided cell (``strict``)."""
+    if policy not in GATE_POLICIES:
+        raise ConfigError("--gate", f"expected one of {list(GATE_POLICIES)}, got {policy!r}")
+    out = [c for c in pooled if c.decision != "pass"] + [c for c in cells if c.decision == "fail"]
+    if policy == "strict":
+        out += [c for c in cells if c.decision == "undecided"]
+    return out
+
+
+def worst_cells(cells: list[GateCell]) -> dict[str, dict]:
+    """Per candidate, its largest per-language drop (``items``: the n it is a fraction of)."""
+    worst: dict[str, GateCell] = {}
+    for c in cells:
+        if c.candidate not in worst or c.drop_points > worst[c.candidate].drop_points:
+            worst[c.candidate] = c
+    return {k: {**c.to_dict(), "items": c.n} for k, c in worst.items()}
 
 
 def items_moved(drop_points: float, items: int) -> int:
@@ -131,7 +204,8 @@ class DropRow:
 
 def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
                   max_drop: float, metrics: tuple[str, ...] = GATED_METRICS) -> list[DropRow]:
-    """Every candidate's per-language drop (in points, 100 x fraction) on each gated metric."""
+    """Every candidate's per-language point drop (in points, 100 x fraction) on each metric against a bare
+    threshold: a view of the numbers, not a decision (the export decides with :func:`accuracy_cells`)."""
     rows = []
     for name, per_lang in candidates.items():
         for lang, ref in sorted(reference.items()):
@@ -145,15 +219,14 @@ def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, 
     return rows
 
 
-def summarize_failures(parity: list[ParityRow], drops: list[DropRow], max_drop: float) -> list[str]:
+def summarize_failures(parity: list[ParityRow], blocked: list[GateCell]) -> list[str]:
+    """One line per parity failure and per blocking accuracy cell (what moved, how sure, the decision)."""
     lines = [f"parity {r.error}" if r.error else f"parity {r.graph}:{r.output}: max abs {r.max_abs:.3g} (allowed "
              f"{r.allowed_max_abs:.3g}), cosine {r.min_cosine:.5f} (required {r.required_cosine})"
              for r in parity if not r.ok]
-    lines += [f"accuracy {r.candidate} [{r.lang}] {r.metric}: {100 * r.value:.1f} vs {100 * r.reference:.1f} "
-              f"fp32 = -{r.drop_points:.1f} points (max {max_drop}{'; ' + r.resolution() if r.items else ''})"
-              for r in drops if not r.ok]
-    return lines
+    return lines + [f"accuracy {c.line()}" for c in blocked]
 
 
-__all__ = ["parity_gate", "accuracy_gate", "evaluate_candidate", "embed_eval", "summarize_failures", "EvalData",
-           "ParityRow", "DropRow", "ExportGateError", "GATED_METRICS", "items_moved"]
+__all__ = ["parity_gate", "accuracy_gate", "accuracy_cells", "blocking", "worst_cells", "evaluate_candidate",
+           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "DropRow", "ExportGateError",
+           "GATED_METRICS", "PAIRED_METRICS", "GATE_POLICIES", "items_moved"]

@@ -20,7 +20,7 @@ from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manif
 from lugha.preprocess import preprocess_batch
 from lugha.tokenizer import spec_for_model
 
-from . import advisor, bundle_writer as bw, fusion_head as fh, gates
+from . import accuracy_gate, advisor, bundle_writer as bw, fusion_head as fh, gates
 from .graph_runners import onnx_runner, tflite_runner
 from .source import ExportSource, calibration_batches, calibration_texts, eval_pairs, limit_pairs, token_encoder
 from .specs import reference_runner, specs_for, tolerance_for
@@ -36,8 +36,10 @@ FORMATS, PRECISIONS = ("onnx", "tflite"), ("fp32", "fp16", "int8")
 class ExportOptions:
     formats: tuple[str, ...] = ("onnx",)
     precisions: tuple[str, ...] = ("fp32", "int8")
-    max_drop: float = 1.0
-    allow_drop: bool = False
+    max_drop: float = 1.0  # the accuracy gate's margin, in points
+    allow_drop: bool = False  # report the accuracy gate, block nothing (recorded in the manifest and model card)
+    gate: str = "default"  # default: block on a fail or a pooled cell that is not a pass; strict: any undecided too
+    gate_splits: tuple[str, ...] = ("val", "test")  # held-out splits whose items the accuracy gate pools
     trim_vocab: bool = False
     calib_samples: int = 128
     calib_texts: int = 512  # training texts the per-token text int8 calibrates on
@@ -65,6 +67,10 @@ class ExportOptions:
 
         if self.text_int8 not in TEXT_INT8_SCHEMES:
             raise ConfigError("--text-int8", f"expected one of {list(TEXT_INT8_SCHEMES)}, got {self.text_int8!r}")
+        if self.gate not in gates.GATE_POLICIES:
+            raise ConfigError("--gate", f"expected one of {list(gates.GATE_POLICIES)}, got {self.gate!r}")
+        if not self.gate_splits:
+            raise ConfigError("--gate-splits", "name at least one split (default val,test)")
         if self.max_drop < 0:
             raise ConfigError("--max-drop", f"must be >= 0 points, got {self.max_drop}")
         if self.golden_rows < 2:
@@ -193,49 +199,40 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     # --- gates ---
     parity = [row for g in graphs for row in gates.parity_gate(g, runners[g.key], *golden_for[g.key])]
     say(f"parity: {sum(r.ok for r in parity)}/{len(parity)} graphs within tolerance")
-    by_name = {s.name: s for s in specs}
-    torch_graphs = {n: reference_runner(s, model, layout) for n, s in by_name.items()}
-    reference = gates.evaluate_candidate(data, torch_graphs["image_encoder"], torch_graphs["text_encoder"])
-    candidates = {}
-    for fmt in opts.formats:
-        for precision in opts.precisions:
-            name = f"{fmt}/{precision}"
-            candidates[name] = gates.evaluate_candidate(data, runners[f"image_encoder/{name}"],
-                                                        runners[f"text_encoder/{name}"])
-    drops = gates.accuracy_gate(reference, candidates, opts.max_drop)
-    head = getattr(model, "fusion_head", None)
-    if "fusion_head" in by_name and getattr(head, "classes", None):  # a classify run: gate its labels too
-        drops += _head_gate(data, head, by_name["fusion_head"].input_names(), torch_graphs, runners, reference,
-                            candidates, opts.max_drop)
-    failures = gates.summarize_failures(parity, drops, opts.max_drop)
-    acc_fail = [r for r in drops if not r.ok]
-    metrics = {"torch/fp32": reference, **candidates}
-    worst = {}
-    for r in drops:
-        if r.candidate not in worst or r.drop_points > worst[r.candidate]["drop_points"]:
-            worst[r.candidate] = r.to_dict()
-    report.update(parity=[r.to_dict() for r in parity], accuracy=[r.to_dict() for r in drops], metrics=metrics,
-                  worst_drops=worst, eval_split=split, advisor=advisor.format_findings(findings),
+    gate_sets = accuracy_gate.gate_data(source, opts, data, split, say)
+    metrics, items = accuracy_gate.evaluate_all(source, data, gate_sets, specs, runners, opts)
+    reference_items = items.pop("torch/fp32")
+    cells, pooled = gates.accuracy_cells(reference_items, items, opts.max_drop)
+    blocked = gates.blocking(cells, pooled, opts.gate)
+    failures = gates.summarize_failures(parity, blocked)
+    record = accuracy_gate.gate_record(opts, [d.split or split for d in gate_sets], cells, pooled, blocked)
+    report.update(parity=[r.to_dict() for r in parity], accuracy=[c.to_dict() for c in cells],
+                  accuracy_pooled=[c.to_dict() for c in pooled], gate=accuracy_gate.summary(record), metrics=metrics,
+                  worst_drops=gates.worst_cells(cells), eval_split=split, advisor=advisor.format_findings(findings),
                   graphs=info_rows)
-    blocking = [f for f in failures if f.startswith("parity") or not opts.allow_drop]  # parity always blocks
-    if acc_fail and opts.allow_drop:
+    say(f"accuracy gate ({opts.gate}, margin {opts.max_drop} points, {'+'.join(record.splits)}): "
+        + ", ".join(f"{v} {k}" for k, v in record.counts().items()) + " per-language cells; pooled: "
+        + ", ".join(f"{c.candidate} {c.metric} {c.decision}" for c in pooled))
+    must_block = [f for f in failures if f.startswith("parity") or not opts.allow_drop]  # parity always blocks
+    if blocked and opts.allow_drop:
         report["allowed_drops"] = [f for f in failures if f.startswith("accuracy")]
-        say(f"--allow-drop: {len(acc_fail)} accuracy drops over {opts.max_drop} points kept in the bundle")
-    if blocking:
-        raise gates.ExportGateError(f"{len(blocking)} gate failure(s); no bundle written. First: {blocking[0]}",
-                                    {**report, "failures": blocking})
+        say(f"--allow-drop: {len(blocked)} accuracy cells would have blocked ({opts.gate} gate); bundle written, "
+            "its manifest and model card say so")
+    if must_block:
+        raise gates.ExportGateError(f"{len(must_block)} gate failure(s); no bundle written. First: {must_block[0]}",
+                                    {**report, "failures": must_block})
     # --- bundle ---
     tok_spec = spec_for_model(cfg, padding="longest" if "onnx" in opts.formats else "max_length",
                               pad_token=source.tokenizer.backend.id_to_token(int(source.tokenizer.pad_id)))
     source.tokenizer.backend.save(str(root / tok_spec.file), pretty=False)
     packs = _label_packs(source, data, root)
     report.update(label_packs=sorted(packs), seconds=round(time.monotonic() - t0, 1))
-    card = _card_info(source, data, report, opts, info_rows, split)
+    card = {**_card_info(source, data, report, opts, info_rows, split), "gate": record}
     bw.write_model_card(root, card)
     manifest = BundleManifest(model=cfg, preprocess=cfg.preprocess, graphs=tuple(graphs), tokenizer=tok_spec,
                               languages=tuple(pairs.languages), label_packs=packs,
                               metrics={c: {lang: {k: v for k, v in m.items()} for lang, m in per.items()}
-                                       for c, per in metrics.items()})
+                                       for c, per in metrics.items()}, accuracy_gate=record)
     done = write_manifest(root, add_all_files(root, manifest))
     report["bundle_bytes"] = done.total_bytes
     return report
@@ -299,21 +296,6 @@ def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, ro
     return made
 
 
-def _head_gate(data, head, input_names, torch_graphs, runners, reference, candidates, max_drop) -> list:
-    """The fusion head's label accuracy per language through each candidate's three graphs, merged into
-    the candidates' metrics, and its drop rows against PyTorch fp32."""
-    ref = fh.head_accuracy(data, head, torch_graphs["image_encoder"], torch_graphs["text_encoder"],
-                           torch_graphs["fusion_head"], input_names)
-    got = {}
-    for name in candidates:
-        got[name] = fh.head_accuracy(data, head, *(runners[f"{g}/{name}"] for g in
-                                                   ("image_encoder", "text_encoder", "fusion_head")), input_names)
-    for per_lang, head_metrics in [(reference, ref)] + [(candidates[n], got[n]) for n in candidates]:
-        for lang, m in head_metrics.items():
-            per_lang.setdefault(lang, {}).update(m)
-    return fh.head_gate(ref, got, max_drop)
-
-
 def _label_packs(source: ExportSource, data: gates.EvalData, root: Path) -> dict[str, str]:
     """Per language: every label of the manifest (any split) in that language's names, embedded fp32."""
     from lugha.data.records import read_manifest
@@ -358,8 +340,7 @@ def _card_info(source, data, report, opts, info_rows, split) -> dict:
             "data_rows": {lang: {"n_texts": int((data.pairs.langs == lang).sum()),
                                  "n_images": len({int(data.pairs.image_index[i]) for i in np.flatnonzero(data.pairs.langs == lang)})}
                           for lang in data.pairs.languages},
-            "metrics": report["metrics"], "quantization": info_rows, "worst_drops": report["worst_drops"],
-            "max_drop": opts.max_drop, "advisor": report["advisor"], "limitations": limitations, "licences": licences}
+            "metrics": report["metrics"], "quantization": info_rows, "max_drop": opts.max_drop, "advisor": report["advisor"], "limitations": limitations, "licences": licences}
 
 
 __all__ = ["export_run", "ExportOptions", "ExportResult", "FORMATS", "PRECISIONS"]

@@ -25,7 +25,7 @@ from lugha.manifest import TensorSpec, Tolerance
 DEFAULT_TOLERANCES = {
     "fp32": (1e-4, 0.99999),
     "fp16": (2e-2, 0.999),
-    "int8": (0.35, 0.98),
+    "int8": (0.35, 0.99),  # the README's int8 target: cosine >= 0.99 to PyTorch on the golden rows
 }
 
 

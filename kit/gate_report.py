@@ -101,6 +101,12 @@ class AccuracyGate:
         for name in ("splits", "cells", "pooled", "blocking"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
+    def to_dict(self) -> dict:
+        """Plain JSON (the manifest's form: cell fields only)."""
+        from ._schema import to_dict
+
+        return to_dict(self)
+
     def counts(self) -> dict[str, int]:
         """How many per-language cells each decision got."""
         out = {"pass": 0, "undecided": 0, "fail": 0}

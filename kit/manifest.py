@@ -19,6 +19,7 @@ from . import __version__
 from ._schema import from_dict, to_dict
 from .config import ModelConfig
 from .errors import BundleError, ChecksumError, ConfigError, MissingFileError, SchemaVersionError, UnsafePathError
+from .gate_report import AccuracyGate
 from .hashing import is_sha256_hex, sha256_file
 from .preprocess import PreprocessSpec
 from .progress import progress
@@ -113,7 +114,9 @@ class GraphSpec:
 
 @dataclass(frozen=True)
 class BundleManifest:
-    """``metrics``: precision -> language -> metric -> value (e.g. ``{"int8": {"yo": {"R@1": 0.41}}}``)."""
+    """``metrics``: precision -> language -> metric -> value (e.g. ``{"int8": {"yo": {"R@1": 0.41}}}``).
+    ``accuracy_gate``: every paired comparison the export's accuracy gate decided, and whether
+    ``--allow-drop`` overrode it (None: a bundle written without the gate, e.g. by hand)."""
 
     model: ModelConfig
     preprocess: PreprocessSpec
@@ -124,6 +127,7 @@ class BundleManifest:
     metrics: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
     # lang -> labels/<lang>.npz: precomputed label/prompt embeddings (arrays ``labels``, ``embeds``)
     label_packs: dict[str, str] = field(default_factory=dict)
+    accuracy_gate: AccuracyGate | None = None
     schema_version: int = SCHEMA_VERSION
     lugha_version: str = __version__
 

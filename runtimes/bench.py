@@ -203,7 +203,8 @@ def run_benchmark(bundle: str | os.PathLike, settings: BenchSettings | None = No
             skipped.append({"backend": backend, "precision": precision, "reason": str(e)})
     return {"bundle": str(root), "model": m.model.name, "machine": machine_info(), "settings": asdict(settings),
             "cases": results, "rows": table_rows(results), "skipped": skipped,
-            "sizes": {f.path: f.size for f in m.files}, "total_bytes": m.total_bytes, "metrics": m.metrics}
+            "sizes": {f.path: f.size for f in m.files}, "total_bytes": m.total_bytes, "metrics": m.metrics,
+            "accuracy_gate": m.accuracy_gate.to_dict() if m.accuracy_gate else None}
 
 
 def table_rows(cases: list[dict]) -> list[dict]:

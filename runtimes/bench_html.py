@@ -124,6 +124,96 @@ def accuracy_svg(report: dict, width: int = 720, height: int = 320) -> str:
     return "\n".join(out)
 
 
+METRIC_COLOURS = {"i2t_r1": "#1b6ca8", "t2i_r1": "#e07a1f", "label_acc": "#2a9d4b", "head_acc": "#7d4fb0"}
+
+
+def forest_svg(gate: dict, candidate: str, width: int = 720) -> str:
+    """The accuracy gate of one exported candidate (format/precision): one band per language (pooled
+    first), in it one line per metric: the drop in points with its 90 % interval, the margin as a dashed
+    line, zero as a grey one. A filled dot is a pass, a hollow one undecided, a red cross a fail."""
+    cells = [c for c in (gate.get("pooled") or []) + (gate.get("cells") or []) if c["candidate"] == candidate]
+    if not cells:
+        return ""
+    langs = list(dict.fromkeys(c["lang"] for c in cells))
+    metrics = list(dict.fromkeys(c["metric"] for c in cells))
+    margin = float(gate.get("max_drop_points", 0.0))
+    lo = min([c["ci_low_points"] for c in cells] + [0.0, -margin])
+    hi = max([c["ci_high_points"] for c in cells] + [margin * 1.5, 1.0])
+    left, right, top, row_h, sub = 70, 20, 40, 8 + 7 * len(metrics), 7
+    height = top + len(langs) * row_h + 30
+    sx = lambda v: left + (v - lo) / (hi - lo) * (width - left - right)  # noqa: E731
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" role="img" '
+           f'aria-label="{escape(candidate)} accuracy gate">',
+           f'<text x="4" y="16" font-size="14" font-weight="bold">{escape(candidate)}: drop vs PyTorch fp32 '
+           f'(points, 90% CI); margin {margin:g}</text>']
+    out += [f'<text x="{left + 140 + 80 * i}" y="32" font-size="11" fill="{METRIC_COLOURS.get(m, "#555")}">'
+            f'{escape(m)}</text>' for i, m in enumerate(metrics)]
+    bottom = top + len(langs) * row_h
+    for value, style in ((0.0, 'stroke="#999"'), (margin, 'stroke="#c0392b" stroke-dasharray="5,4"')):
+        out.append(f'<line x1="{sx(value):.1f}" x2="{sx(value):.1f}" y1="{top - 4}" y2="{bottom}" {style}/>')
+    by = {(c["lang"], c["metric"]): c for c in cells}
+    for i, lang in enumerate(langs):
+        y0 = top + i * row_h
+        if i % 2:
+            out.append(f'<rect x="0" y="{y0}" width="{width}" height="{row_h}" fill="#f6f6f6"/>')
+        weight = ' font-weight="bold"' if lang == "all" else ""
+        out.append(f'<text x="{left - 8}" y="{y0 + row_h / 2 + 4:.1f}" font-size="12" text-anchor="end"{weight}>'
+                   f'{escape(lang)}</text>')
+        for j, metric in enumerate(metrics):
+            c = by.get((lang, metric))
+            if c is None:
+                continue
+            y, colour = y0 + 6 + j * sub, METRIC_COLOURS.get(metric, "#555")
+            out.append(f'<g><title>{escape(_cell_title(c))}</title>'
+                       f'<line x1="{sx(c["ci_low_points"]):.1f}" x2="{sx(c["ci_high_points"]):.1f}" y1="{y}" '
+                       f'y2="{y}" stroke="{colour}" stroke-width="2"/>{_marker(sx(c["drop_points"]), y, c, colour)}</g>')
+    for k in range(6):
+        v = lo + (hi - lo) * k / 5
+        out.append(f'<text x="{sx(v):.1f}" y="{bottom + 16}" font-size="10" text-anchor="middle">{v:.2g}</text>')
+    out.append("</svg>")
+    return "\n".join(out)
+
+
+def _marker(x: float, y: float, cell: dict, colour: str) -> str:
+    if cell["decision"] == "fail":
+        return (f'<path d="M{x - 4:.1f},{y - 4} L{x + 4:.1f},{y + 4} M{x - 4:.1f},{y + 4} L{x + 4:.1f},{y - 4}" '
+                f'stroke="#c0392b" stroke-width="2.5"/>')
+    fill = colour if cell["decision"] == "pass" else "white"
+    return f'<circle cx="{x:.1f}" cy="{y}" r="3.5" fill="{fill}" stroke="{colour}" stroke-width="1.5"/>'
+
+
+def _cell_title(c: dict) -> str:
+    return (f"{c['lang']} {c['metric']}: drop {c['drop_points']:+.2f} points (90% CI {c['ci_low_points']:+.2f} to "
+            f"{c['ci_high_points']:+.2f}), p {c['p_value']:.3g} (Holm {c['p_holm']:.3g}), {c['decision']}; "
+            f"lost {c['lost']}, gained {c['gained']} of {c['n']}")
+
+
+GATE_METRICS = ("i2t_r1", "t2i_r1", "label_acc", "head_acc")
+
+
+def metrics_table(metrics: dict) -> str:
+    """One row per language, a column per candidate (format/precision) holding its gated metrics in
+    percent, and the chance levels once (from the first candidate)."""
+    if not metrics:
+        return ""
+    candidates = list(metrics)
+    langs = sorted({lang for per in metrics.values() for lang in per})
+    shown = [m for m in GATE_METRICS if any(m in v for per in metrics.values() for v in per.values())]
+    chance = [m for m in shown if any(f"chance_{m}" in v for per in metrics.values() for v in per.values())]
+    pct = lambda v: "" if v is None else f"{100 * v:.1f}"  # noqa: E731
+    rows = []
+    for lang in langs:
+        row = {"lang": lang}
+        for cand in candidates:
+            vals = metrics[cand].get(lang, {})
+            row[cand] = " / ".join(pct(vals.get(m)) for m in shown)
+        first = metrics[candidates[0]].get(lang, {})
+        row["chance"] = " / ".join(pct(first.get(f"chance_{m}")) for m in chance)
+        rows.append(row)
+    return (f'<p class="meta">Per language, in %: {escape(" / ".join(shown))}; chance: {escape(" / ".join(chance))}.</p>'
+            + _table(rows, ["lang", *candidates, "chance"]))
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     body = "\n".join("<tr>" + "".join(f"<td>{escape(_fmt(r.get(c)))}</td>" for c in columns) + "</tr>" for r in rows)
@@ -136,9 +226,8 @@ def render_html(report: dict, columns: list[str]) -> str:
     m = report["machine"]
     skipped = "".join(f"<li>{escape(x['backend'])}/{escape(x['precision'] or '*')}: {escape(x['reason'])}</li>"
                       for x in report["skipped"])
-    metric_rows = [{"precision": p, "lang": lang, **vals} for p, by in (report.get("metrics") or {}).items()
-                   for lang, vals in by.items()]
-    metric_cols = ["precision", "lang"] + sorted({k for r in metric_rows for k in r} - {"precision", "lang"})
+    gate = report.get("accuracy_gate") or {}
+    gated = list(dict.fromkeys(c["candidate"] for c in gate.get("pooled") or []))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>lugha bench: {escape(report['model'])}</title>
 <style>
@@ -157,7 +246,8 @@ bundle size {report['total_bytes'] / 1e6:.2f} MB</p>
 {''.join(f'<figure>{latency_svg(report["rows"], g)}</figure>' for g in graphs)}
 <h2>Size vs accuracy</h2>
 <figure>{accuracy_svg(report)}</figure>
-{_table(metric_rows, metric_cols) if metric_rows else ''}
+{metrics_table(report.get("metrics") or {})}
+{_gate_html(gate, gated)}
 <h2>All measurements</h2>
 <p class="meta">vs_torch: p50 latency over PyTorch eager fp32's at the same graph and batch, measured in this run
 (below 1 is faster). cold_start_s: opening the bundle in a fresh process, engine import included.</p>
@@ -167,4 +257,14 @@ bundle size {report['total_bytes'] / 1e6:.2f} MB</p>
 """
 
 
-__all__ = ["render_html", "latency_svg", "accuracy_svg", "pick_metric", "candidate_sizes"]
+def _gate_html(gate: dict, candidates: list[str]) -> str:
+    if not candidates:
+        return ""
+    note = (f"policy {escape(str(gate.get('policy')))}, items of {escape('+'.join(gate.get('splits', [])))}; "
+            f"{escape(str(gate.get('method', '')))}" + ("; <b>overridden by --allow-drop</b>" if gate.get("overridden") else ""))
+    return (f'<h2>Accuracy gate</h2>\n<p class="meta">{note}</p>\n'
+            + "".join(f"<figure>{forest_svg(gate, c)}</figure>" for c in candidates))
+
+
+__all__ = ["render_html", "latency_svg", "accuracy_svg", "forest_svg", "metrics_table", "pick_metric",
+           "candidate_sizes"]

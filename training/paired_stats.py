@@ -196,6 +196,39 @@ def pooled(candidate: str, metric: str, parts: Iterable[tuple[Sequence[bool], Se
     return make_cell(candidate, POOLED, metric, ref, got, margin_points, alpha)
 
 
-__all__ = ["PairedOutcomeError", "paired_counts", "tango_statistic", "tango_interval", "upper_bound",
+def compare_runs(run: dict, base: dict, run_ids: dict, base_ids: dict, level: float = 0.95,
+                 alpha: float = ALPHA) -> list[dict]:
+    """Is a run better or worse than a baseline, per language and metric, on the same items?
+
+    ``run`` / ``base``: ``{lang: {metric: hits}}`` with ``*_ids`` naming the items (from
+    ``evaluate_embeddings(..., items=True)``); items are matched by id. Each row: the difference run -
+    baseline in points with Tango's two-sided ``level`` interval, the two-sided exact McNemar p-value,
+    Holm-corrected over all rows, and the verdict ``better`` / ``worse`` / ``no difference shown``."""
+    from scipy.stats import binomtest
+
+    rows = []
+    for lang in sorted(set(run) & set(base)):
+        for metric in sorted(set(run[lang]) & set(base[lang])):
+            where = {item: i for i, item in enumerate(base_ids[lang][metric])}
+            pairs = [(where[item], i) for i, item in enumerate(run_ids[lang][metric]) if item in where]
+            if not pairs:
+                continue
+            b_idx, r_idx = (list(x) for x in zip(*pairs))
+            lost, gained, n = paired_counts(np.asarray(base[lang][metric])[b_idx], np.asarray(run[lang][metric])[r_idx])
+            lo, hi = tango_interval(gained, lost, n, level)  # run - baseline: the run's gains count up
+            k = lost + gained
+            p = 1.0 if k == 0 else float(binomtest(gained, k, 0.5, alternative="two-sided").pvalue)
+            rows.append({"lang": lang, "metric": metric, "n": n, "run_only": gained, "baseline_only": lost,
+                         "run": float(np.mean(np.asarray(run[lang][metric])[r_idx])),
+                         "baseline": float(np.mean(np.asarray(base[lang][metric])[b_idx])),
+                         "diff_points": 100.0 * (gained - lost) / n, "ci_low_points": 100.0 * lo,
+                         "ci_high_points": 100.0 * hi, "p_value": p})
+    for row, p in zip(rows, holm([r["p_value"] for r in rows], alpha)):
+        row["p_holm"] = p
+        row["verdict"] = ("no difference shown" if p > alpha else "better" if row["diff_points"] > 0 else "worse")
+    return rows
+
+
+__all__ = ["compare_runs", "PairedOutcomeError", "paired_counts", "tango_statistic", "tango_interval", "upper_bound",
            "p_drop_exceeds", "holm", "make_cell", "decide", "detectable_drop", "deciding_n", "pooled", "ALPHA",
            "DECISIONS"]

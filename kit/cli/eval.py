@@ -10,11 +10,14 @@ HELP = "Evaluate a training run: recall@k and label accuracy per language (fusio
 DESCRIPTION = """Evaluate a run on a split: image->text and text->image Recall@1/5/10 per language
 (the images of that language's rows against its texts; several texts may match one image) and
 averaged, zero-shot label accuracy (label names as text prompts), each next to its chance level.
-With --baseline, English metrics are also reported as % of the baseline run's (retention).
+With --baseline, both runs are evaluated on the same items and compared item by item, per language and
+metric (R@1 both ways, label accuracy): the difference RUN - BASELINE in points with its 95% score
+interval (Tango), the exact McNemar p-value Holm-corrected over every language x metric, and a verdict
+(better / worse / no difference shown); English metrics are also reported as % of the baseline's.
 
   lugha eval runs/demo --split test
   lugha eval runs/demo --data data/other/manifest.jsonl --split test --json
-  lugha eval runs/all-langs --split test --baseline runs/english-only   # % of English kept
+  lugha eval runs/all-langs --split test --baseline runs/english-only   # per-language verdicts, English kept
 
 Label prompts: per-language names from labels.json beside the manifest ({lang: {label: name}}) when
 present, else the labels as written in the manifest (the demo: CLDR group names in English).
@@ -59,12 +62,28 @@ def format_report(report: dict) -> str:
         rows.append(row)
     lines = [f"{report['run']} ({report['checkpoint']}) on {report['manifest']} split={report['split']!r}",
              "metrics in % (chance in brackets); labels: " + report["label_source"], format_table(rows)]
+    if report.get("comparison"):
+        lines += ["", format_comparison(report["comparison"])]
     if "retention" in report:
         r = report["retention"]
         lines.append(f"English retention vs {r['baseline']} (% of baseline kept):")
         lines.append(format_table([{"metric": k, "run": 100 * r["run"][k], "baseline": 100 * r["base"][k],
                                     "kept %": r["kept"][k]} for k in r["kept"]], floatfmt="{:.1f}"))
     return "\n".join(lines)
+
+
+def format_comparison(comparison: dict) -> str:
+    """The paired comparison with the baseline: one row per language x metric."""
+    from ._common import format_table
+
+    rows = [{"lang": r["lang"], "metric": r["metric"], "run": f"{100 * r['run']:.1f}",
+             "baseline": f"{100 * r['baseline']:.1f}", "diff": f"{r['diff_points']:+.1f}",
+             "95% CI": f"{r['ci_low_points']:+.1f} to {r['ci_high_points']:+.1f}", "p (Holm)": f"{r['p_holm']:.3g}",
+             "run only / base only / n": f"{r['run_only']} / {r['baseline_only']} / {r['n']}", "verdict": r["verdict"]}
+            for r in comparison["rows"]]
+    counts = {v: sum(r["verdict"] == v for r in comparison["rows"]) for v in ("better", "worse", "no difference shown")}
+    return "\n".join([f"vs {comparison['baseline']} on the same items ({comparison['method']}): "
+                      + ", ".join(f"{n} {v}" for v, n in counts.items()), format_table(rows)])
 
 
 _CLASSIFY_COLS = [("acc", "acc"), ("image only", "acc_image_only"), ("text only", "acc_text_only"),
@@ -113,9 +132,14 @@ def run(args: argparse.Namespace) -> int:
         report = evaluate_classify_run(args.run_dir, **kw)
         print_json(report) if args.json else print(format_classify_report(report))
         return 0
-    report = evaluate_run(args.run_dir, **kw)
+    report = evaluate_run(args.run_dir, **kw, items=bool(args.baseline))
     if args.baseline:
-        base = evaluate_run(args.baseline, **{**kw, "manifest": args.data or report["manifest"], "languages": ["en"]})
+        from lugha.training.paired_stats import compare_runs
+
+        base = evaluate_run(args.baseline, **{**kw, "manifest": args.data or report["manifest"]}, items=True)
+        report["comparison"] = {"baseline": args.baseline, "method": "exact McNemar, Holm; Tango 95% CI",
+                                "rows": compare_runs(report.pop("items"), base["items"], report.pop("item_ids"),
+                                                     base["item_ids"])}
         if "en" not in report["languages"] or "en" not in base["languages"]:
             raise DataError(f"retention needs English ('en') rows in split {args.split!r} of {report['manifest']}")
         run_en, base_en = report["languages"]["en"], base["languages"]["en"]

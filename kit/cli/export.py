@@ -9,9 +9,20 @@ from lugha.cli._common import user_path
 HELP = "Export a run to ONNX/TFLite, quantize, gate on parity and accuracy, pack a bundle."
 DESCRIPTION = """Export a training run (the folder `lugha train --out RUN` made) as a bundle a device can run:
 the image tower + projection and the text tower + projection (and a fusion head, if the run trained one)
-as separate graphs, quantized, each checked against PyTorch on golden samples (parity) and on the eval
-split per language (R@1 both ways, label accuracy). A language losing more than --max-drop points fails
-the export: non-zero exit, a report of every failure, and NO bundle left behind (unless --allow-drop).
+as separate graphs, quantized, each checked against PyTorch on golden samples (parity) and per language
+on held-out items (R@1 both ways, label accuracy): the accuracy gate pairs each item's outcome under
+PyTorch fp32 and under the candidate and decides every candidate x language x metric cell with
+statistics, against the margin --max-drop (points):
+
+  fail       the drop is significantly above the margin (exact binomial / Tango score test, Holm over all
+             cells of the export)
+  pass       the one-sided 95% upper bound of the drop is below the margin
+  undecided  neither: the row says the smallest drop this many items can detect and the n that would decide
+
+Each candidate also gets a pooled cell (all languages' items). --gate default blocks on any fail and on a
+pooled cell that is not a pass; --gate strict also on any undecided cell; --allow-drop reports and blocks
+nothing (the manifest and MODEL_CARD.md say so). A blocked export exits non-zero, prints every failing
+cell, and leaves NO bundle behind. --gate-splits (default val,test) pools the held-out splits' items.
 
   lugha export runs/demo --out bundles/demo                            # ONNX fp32 + int8
   lugha export runs/demo --out bundles/demo --formats onnx,tflite --precision fp32,fp16,int8
@@ -50,8 +61,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", type=_csv, default=("fp32", "int8"), dest="precisions",
                         help="any of fp32,fp16,int8 (default: fp32,int8)")
     parser.add_argument("--max-drop", type=float, default=1.0,
-                        help="largest allowed per-language drop vs fp32, in points (default 1.0)")
-    parser.add_argument("--allow-drop", action="store_true", help="write the bundle even when a language drops more")
+                        help="the accuracy gate's margin: per-language drop vs fp32 in points (default 1.0)")
+    parser.add_argument("--gate", choices=("default", "strict"), default="default",
+                        help="default: block on a failed cell or a pooled cell that is not a pass; strict: also on "
+                             "any undecided cell")
+    parser.add_argument("--gate-splits", type=_csv, default=("val", "test"), metavar="SPLITS",
+                        help="held-out splits whose items the accuracy gate pools (default val,test)")
+    parser.add_argument("--allow-drop", action="store_true",
+                        help="report the accuracy gate but block nothing (recorded in the manifest and model card)")
     parser.add_argument("--trim-vocab", action="store_true",
                         help="keep only the token ids the training text uses (smaller embedding table)")
     parser.add_argument("--calib-samples", type=int, default=128, metavar="N",
@@ -75,7 +92,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seq-lengths", type=lambda s: tuple(int(x) for x in _csv(s)), default=(),
                         help="TFLite text signatures, e.g. 16,64 (default: 16 and the model's max_length)")
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--eval-split", default="test", help="split for the accuracy gate (falls back to val)")
+    parser.add_argument("--eval-split", default="test",
+                        help="split whose metrics the manifest and model card report (falls back to val)")
     parser.add_argument("--eval-limit", type=int, default=0, metavar="N", help="at most N eval rows per language")
     parser.add_argument("--zip", action="store_true", help="also write BUNDLE.zip")
     parser.add_argument("--sign", type=user_path, metavar="KEY", help="ed25519 private key (PEM) to sign manifest.json with")
@@ -93,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
     from lugha.training.classify import is_classify_run
 
     opts = ExportOptions(formats=args.formats, precisions=args.precisions, max_drop=args.max_drop,
-                         allow_drop=args.allow_drop, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
+                         allow_drop=args.allow_drop, gate=args.gate, gate_splits=args.gate_splits, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
                          calib_texts=args.calib_texts, text_int8=args.text_int8,
                          calib_method=args.calib_method, int8_policy=args.int8_policy,
                          int8_rounding=args.int8_rounding, int8_float_stem=args.int8_float_stem,
@@ -131,13 +149,38 @@ def _print_report(report: dict, args, format_table, print_json, failed: bool = F
         print(file=out)
         print(format_table(report["parity"], ["graph", "output", "max_abs", "allowed_max_abs", "min_cosine",
                                               "required_cosine", "ok"], floatfmt="{:.6g}"), file=out)
-    worst = report.get("worst_drops") or {}
-    if worst:
+    if report.get("accuracy"):
         print(file=out)
-        print(format_table([{"candidate": k, **v} for k, v in worst.items()],
-                           ["candidate", "lang", "metric", "reference", "value", "drop_points", "items", "ok"]),
-              file=out)
+        print(format_gate_table(report), file=out)
     for line in report.get("advisor", []):
         print(f"advisor: {line}", file=out)
     for line in report.get("failures", []):
         print(f"FAILED: {line}", file=out)
+
+
+_SHORT = {"pass": "pass", "undecided": "undecided", "fail": "FAIL"}
+
+
+def format_gate_table(report: dict) -> str:
+    """One row per candidate x language, a column per metric: drop [90% CI] decision; then the pooled
+    cells in full and the gate's summary line."""
+    from ._common import format_table
+
+    metrics = list(dict.fromkeys(c["metric"] for c in report["accuracy"]))
+    rows: dict[tuple[str, str], dict] = {}
+    for c in report["accuracy"]:
+        row = rows.setdefault((c["candidate"], c["lang"]), {"candidate": c["candidate"], "lang": c["lang"]})
+        row[c["metric"]] = (f"{c['drop_points']:+.2f} [{c['ci_low_points']:+.1f},{c['ci_high_points']:+.1f}] "
+                            f"{_SHORT[c['decision']]}")
+    pooled = [{"candidate": c["candidate"], "metric": c["metric"], "drop": f"{c['drop_points']:+.2f}",
+               "90% CI": f"{c['ci_low_points']:+.2f} to {c['ci_high_points']:+.2f}", "p": f"{c['p_value']:.3g}",
+               "p Holm": f"{c['p_holm']:.3g}", "lost/gained/n": f"{c['lost']}/{c['gained']}/{c['n']}",
+               "flips": f"{c['flip_rate']:.1%}", "decision": _SHORT[c["decision"]]} for c in report.get("accuracy_pooled", [])]
+    g = report.get("gate", {})
+    counts = g.get("counts", {})
+    head = (f"accuracy gate: {g.get('policy')}, margin {g.get('max_drop_points')} points, items of "
+            f"{'+'.join(g.get('splits', []))}; drop in points vs torch fp32 [90% CI] per language "
+            f"({counts.get('pass', 0)} pass, {counts.get('undecided', 0)} undecided, {counts.get('fail', 0)} fail)")
+    return "\n".join([head, format_table(list(rows.values()), ["candidate", "lang", *metrics]), "",
+                      "pooled over all languages (must pass under --gate default):",
+                      format_table(pooled, list(pooled[0]) if pooled else ["candidate"])])
