@@ -7,6 +7,7 @@ tests -> benchmark with an HTML report.
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import subprocess
 import sys
@@ -91,6 +92,18 @@ def _device_tests(argv: list[str]) -> int:
     return subprocess.call(cmd)
 
 
+def _write_timings(args: argparse.Namespace, timings: list[dict], total: float) -> float:
+    """``quickstart.json`` in the output folder: each step's command, seconds and exit status (the
+    README's quickstart figures are read from it by benchmarks/quickstart_figures.py)."""
+    from lugha import __version__
+
+    record = {"lugha": __version__, "smoke": bool(args.smoke), "out": str(args.out),
+              "total_seconds": round(total, 1), "ok": all(r["exit"] == 0 for r in timings), "steps": timings}
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "quickstart.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    return total
+
+
 def run(args: argparse.Namespace) -> int:
     from . import main as lugha_main
 
@@ -106,13 +119,15 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n== [{i}/{len(steps)}] {what}: {shown}", flush=True)
         s = time.monotonic()
         rc = _device_tests(argv) if argv[0] == "pytest" else lugha_main(argv)
-        timings.append((what, time.monotonic() - s))
+        timings.append({"step": what, "command": shown, "seconds": round(time.monotonic() - s, 1), "exit": rc})
         if rc != 0:
+            _write_timings(args, timings, time.monotonic() - t0)
             print(f"quickstart: step {i} ({what}) failed with exit {rc}; fix it and re-run.", file=sys.stderr)
             return rc
-    print(f"\nquickstart finished in {time.monotonic() - t0:.0f}s:")
-    for what, secs in timings:
-        print(f"  {secs:7.1f}s  {what}")
+    total = _write_timings(args, timings, time.monotonic() - t0)
+    print(f"\nquickstart finished in {total:.0f}s:")
+    for row in timings:
+        print(f"  {row['seconds']:7.1f}s  {row['step']}")
     print(f"data {args.out / 'data'}, run {args.out / 'run'}, bundle {args.out / 'bundle'},\n"
           f"device report {args.out / 'device_report.json'}, benchmark {args.out / 'bench.json'}, "
           f"HTML report {args.out / 'report.html'}")
