@@ -25,7 +25,7 @@ from .serve_handler import FieldHandler
 from .serve_security import CsrfGuard, PinGate, RateLimiter, UploadPolicy
 
 STATIC = Path(__file__).with_name("static")
-VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "tokenizers.min.mjs")
 
 
 def static_files(root: Path = STATIC) -> dict[str, Path]:
@@ -76,7 +76,8 @@ class FieldApp:
 
         phone = {**self.engine.phone_info(), "cache": self.model_cache}
         if phone.get("available") and not self.vendor_ok:
-            phone = {"available": False, "reason": "onnxruntime-web is not vendored: run scripts/vendor_web.sh"}
+            phone = {"available": False, "reason": "onnxruntime-web or @huggingface/tokenizers is not vendored: "
+                                                  "run scripts/vendor_web.sh"}
         return {"engine": self.engine.describe(), "languages": [{"code": c, "name": name(c)}
                                                                 for c in self.engine.languages],
                 "ui_languages": self.ui_languages, "consent": tester_lang, "phone": phone,

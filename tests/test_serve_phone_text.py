@@ -89,3 +89,24 @@ def test_no_gallery_no_index(field_bundle, tmp_path):  # noqa: F811
         status, err = c.json("GET", "/api/gallery-index")
         assert status == 400 and "--gallery" in err["error"]
         json.dumps(phone)  # the whole config is plain JSON
+
+
+def test_phone_tokenizer_files_are_served_and_cached(served):
+    """tokenizer.js runs the vendored @huggingface/tokenizers; every file the service worker installs is
+    served (one missing file fails its install, and offline mode with it), and the page caches the library
+    with onnxruntime-web."""
+    import re
+
+    base, app = served
+    c = Client(base)
+    status, js, _ = c.request("GET", "/static/tokenizer.js")
+    assert status == 200 and b"from './vendor/tokenizers.min.mjs'" in js
+    sw = c.request("GET", "/sw.js")[1].decode()
+    shell = re.findall(r"'(/[^']*)'", re.search(r"SHELL_FILES = \[(.*?)\];", sw, re.S).group(1))
+    assert "/static/tokenizer.js" in shell
+    for path in shell:
+        assert c.request("GET", path)[0] == 200, path
+    assert "'/static/vendor/tokenizers.min.mjs'" in c.request("GET", "/static/phone.js")[1].decode()
+    if app.vendor_ok:
+        status, lib, resp = c.request("GET", "/static/vendor/tokenizers.min.mjs")
+        assert status == 200 and resp.getheader("Content-Type").startswith("text/javascript") and b"Tokenizer" in lib

@@ -1,14 +1,14 @@
 // On-phone mode: the bundle's ONNX image and text encoders run by onnxruntime-web (WebAssembly, vendored
-// under /static/vendor), text tokenised by tokenizer.js (the bundle's tokenizer.json), the gallery's
-// embeddings searched here; every file kept in the Cache API so the phone works with no network at all.
+// under /static/vendor), text tokenised by tokenizer.js (the bundle's tokenizer.json, run by the vendored
+// @huggingface/tokenizers), the gallery's embeddings searched here; every file kept in the Cache API so
+// the phone works with no network at all.
 import { preprocessBlob } from './preprocess.js';
-import { BundleTokenizer } from './tokenizer.js';
 
 // One cache per app version (the server's hash of every static file, vendored engine included), so an
 // updated onnxruntime-web never runs against a stale glue file; older caches are deleted in prepare().
 let MODEL_CACHE = 'lugha-model';
 const VENDOR = ['/static/vendor/ort.wasm.min.mjs', '/static/vendor/ort-wasm-simd-threaded.mjs',
-                '/static/vendor/ort-wasm-simd-threaded.wasm'];
+                '/static/vendor/ort-wasm-simd-threaded.wasm', '/static/vendor/tokenizers.min.mjs'];
 
 let ort = null;
 let session = null;
@@ -115,7 +115,9 @@ async function prepareText(phone, progress) {
   if (!t || !t.available) { text.reason = t ? t.reason : 'no text model'; return; }
   progress(`${t.tokenizer.url.split('/').pop()} (${mb(t.tokenizer.bytes)})`);
   const tokJson = JSON.parse(new TextDecoder().decode((await verifiedBytes(t.tokenizer)).bytes));
-  const tokenizer = new BundleTokenizer(tokJson, t.spec); // throws UnsupportedTokenizer for what is not ported
+  // Imported here, not at the top: a server without the vendored files still serves the page.
+  const { BundleTokenizer } = await import('./tokenizer.js');
+  const tokenizer = new BundleTokenizer(tokJson, t.spec); // UnsupportedTokenizer: text stays on the server
   progress(`${t.graph.url.split('/').pop()} (${mb(t.graph.bytes)})`);
   if (text.key !== t.graph.sha256) {
     const { bytes } = await verifiedBytes(t.graph);

@@ -4,8 +4,7 @@
 const VERSION = '__ASSET_VERSION__';
 const SHELL = `lugha-shell-${VERSION}`;
 const SHELL_FILES = ['/', '/static/app.css', '/static/app.js', '/static/phone.js', '/static/preprocess.js',
-                     '/static/tokenizer.js', '/static/tokenizer_models.js', '/static/tokenizer_charsmap.js',
-                     '/static/i18n/en.json', '/static/icon.svg', '/manifest.webmanifest'];
+                     '/static/tokenizer.js', '/static/i18n/en.json', '/static/icon.svg', '/manifest.webmanifest'];
 // Gallery thumbnails, kept as they are seen: offline text search on the phone shows them. Their URLs
 // carry the gallery's index key, so a new gallery never shows an old picture.
 const GALLERY = 'lugha-gallery';

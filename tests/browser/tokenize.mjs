@@ -1,4 +1,5 @@
-// runtimes/static/tokenizer.js under node, for tests/test_tokenizer_js.py: reads a case file
+// runtimes/static/tokenizer.js (over the vendored @huggingface/tokenizers) under node, for
+// tests/test_tokenizer_js.py: reads a case file
 //   {"tokenizer": PATH, "spec": {...TokenizerSpec}, "texts": [...], "out": PATH}
 // and writes {"ids": [[...], ...], "masks": [[...], ...], "seconds": {"load": s, "encode": s}} to `out`
 // (or {"error": message} when the tokenizer cannot be loaded).
