@@ -4,6 +4,8 @@ size, batch-1 latency, quantization time.
   python benchmarks/int8_image_tower.py --run runs/default --out benchmarks/int8_image_tower.json
   python benchmarks/int8_image_tower.py --run runs/default --quick --out /tmp/int8.json
   python benchmarks/int8_image_tower.py --run /tmp/rtreal/run --images /tmp/demo_full/manifest.jsonl
+  python benchmarks/int8_image_tower.py --run runs/default --formats onnx --calib 64 --update \
+      --out benchmarks/int8_image_tower.json   # the README's ONNX rows (64 images, the earlier default)
 
 Calibration uses the run's own training images, chosen as ``lugha export`` chooses them. Cosines are
 measured on the run's eval split images (never calibrated on), or with ``--images`` on ``--n`` images of
@@ -36,7 +38,7 @@ ONNX_VARIANTS = [  # (label, changes from DEFAULT); the first row is what `lugha
     ("minmax calibration", {"method": "minmax"}),
     ("percentile 99.999", {"percentile": 99.999}),
     ("activations int8 symmetric", {"activations": "int8"}),
-    ("64 calibration images (the previous default)", {"calib": 64}),
+    ("64 calibration images (the previous default)", {"calib": 64}),  # 128 with --calib 64: see onnx_variants
     ("final projection float too", {"exclude": "proj"}),
 ]
 TFLITE_VARIANTS = [
@@ -48,6 +50,15 @@ TFLITE_VARIANTS = [
     ("+ float stem (auto) (previous default)", {"observer": "histogram"}),
     ("+ min/max activation ranges: the default", {}),
 ]
+
+
+def onnx_variants(calib: int) -> list[tuple[str, dict]]:
+    """ONNX_VARIANTS for a run whose rows calibrate on ``calib`` images: the calibration-size row then tries
+    the other size (64 <-> 128), so `--calib 64` regenerates rows made when 64 was the default."""
+    if calib != 64:
+        return ONNX_VARIANTS
+    return [("128 calibration images", {"calib": 128}) if "calib" in change else (label, change)
+            for label, change in ONNX_VARIANTS]
 
 
 def cosines(ref: np.ndarray, out: np.ndarray) -> dict:
@@ -151,7 +162,7 @@ def feeds_latency_ms(run_one, feeds: dict, repeats: int = 20) -> float:
     return round(1000 * float(np.median(times)), 2)
 
 
-def onnx_rows(bench: Bench, calib_for, work: Path, say, variants) -> list[dict]:
+def onnx_rows(bench: Bench, calib_for, work: Path, say, variants, base: dict) -> list[dict]:
     import onnx
 
     from lugha.export.graph_runners import onnx_runner
@@ -171,17 +182,17 @@ def onnx_rows(bench: Bench, calib_for, work: Path, say, variants) -> list[dict]:
     convert_fp16(fp32, work / "image.fp16.onnx")
     rows = [row(p, work / f"image.{p}.onnx") for p in ("fp32", "fp16")]
     for label, change in variants:
-        o = {**DEFAULT, **change}
+        o = {**base, **change}
         dst, start = work / "int8.onnx", time.monotonic()
         report = quantize_image_static(fp32, dst, calib_for(o["calib"]), o["method"], o["per_channel"],
                                        heads if o["exclude"] == "proj" else [], o["activations"], o["percentile"],
                                        o["rounding"], o["reduce_range"], o["float_stem"])
-        rows.append(row(label, dst, options=o, default=not change, quantize_seconds=round(time.monotonic() - start, 1),
-                        quantization=report.to_dict()))
+        rows.append(row(label, dst, options=o, default=not change, calib_images=o["calib"],
+                        quantize_seconds=round(time.monotonic() - start, 1), quantization=report.to_dict()))
     return rows
 
 
-def tflite_rows(bench: Bench, calib_for, work: Path, say, variants) -> list[dict]:
+def tflite_rows(bench: Bench, calib_for, work: Path, say, variants, base: dict) -> list[dict]:
     from lugha.export.graph_runners import tflite_runner
     from lugha.export.tflite_export import convert_float
     from lugha.export.tflite_int8 import convert_image_int8_pt2e
@@ -198,10 +209,10 @@ def tflite_rows(bench: Bench, calib_for, work: Path, say, variants) -> list[dict
 
     rows = [row("fp32", convert_float(spec, model, sample, work / "image.fp32.tflite", layout).path)]
     for label, change in variants:
-        done = convert_image_int8_pt2e(spec, model, sample, work / "int8.tflite", calib_for(DEFAULT["calib"]), layout,
+        done = convert_image_int8_pt2e(spec, model, sample, work / "int8.tflite", calib_for(base["calib"]), layout,
                                        **change)
-        rows.append(row(label, done.path, options=change, default=not change, quantize_seconds=round(done.seconds, 1),
-                        quantization=done.quantization))
+        rows.append(row(label, done.path, options=change, default=not change, calib_images=base["calib"],
+                        quantize_seconds=round(done.seconds, 1), quantization=done.quantization))
     return rows
 
 
@@ -223,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--formats", default="onnx,tflite")
     ap.add_argument("--quick", action="store_true", help="only the default int8 row of each format (and fp32/fp16)")
     ap.add_argument("--out", default="int8_image_tower.json")
+    ap.add_argument("--calib", type=int, default=DEFAULT["calib"],
+                    help=f"calibration images of every row but the calibration-size one (default "
+                         f"{DEFAULT['calib']}, what `lugha export` uses; each row records its calib_images)")
     ap.add_argument("--update", action="store_true",
                     help="keep the rows of formats not in --formats from an existing --out (rerun one format)")
     ap.add_argument("--noise-draws", type=int, default=40,
@@ -233,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     from lugha.preprocess import preprocess_batch
 
     say = lambda m: print(m, flush=True)  # noqa: E731
+    base = {**DEFAULT, "calib": args.calib}  # this invocation's recipe; DEFAULT is `lugha export`'s
     source = load_run_source(args.run)
     spec = SPECS["image_encoder"]
     pixels = (preprocess_batch(heldout_images(Path(args.images), source.manifest, args.n, args.seed),
@@ -247,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
               "measured_on": args.images or f"eval split '{bench.split}' of {source.manifest}",
               "measured_images": int(len(bench.pixels)), "eval_split": bench.split,
               "eval_rows": len(bench.data.pairs.records), "languages": list(bench.data.pairs.languages),
-              "default_options": DEFAULT, "max_drop_points": bench.max_drop,
+              "default_options": base, "max_drop_points": bench.max_drop,
               "reference": "PyTorch fp32 image_encoder (tower + projection) on the same images; R@1 drops "
                            "use fp32 PyTorch text embeddings, so only the image graph changes",
               "timing": "ms_batch1_1thread: median of 20 batch-1 runs, 1 thread, on the machine that ran this",
@@ -257,9 +272,10 @@ def main(argv: list[str] | None = None) -> int:
         report["rows"] = [r for r in json.loads(Path(args.out).read_text())["rows"] if r["format"] not in formats]
     with tempfile.TemporaryDirectory(prefix="lugha-int8-bench-") as tmp:
         for fmt in formats:
-            rows, variants = (onnx_rows, ONNX_VARIANTS) if fmt == "onnx" else (tflite_rows, TFLITE_VARIANTS)
+            rows, variants = (onnx_rows, onnx_variants(args.calib)) if fmt == "onnx" else (tflite_rows, TFLITE_VARIANTS)
             chosen = [v for v in variants if not v[1]] if args.quick else variants  # the default: no changes
-            report["rows"] += rows(bench, calib_for, Path(tmp), say, chosen)
+            # each row names its run: with --update the kept rows may come from an earlier one
+            report["rows"] += [{**r, "run": str(args.run)} for r in rows(bench, calib_for, Path(tmp), say, chosen, base)]
             report["table"] = [_line(r["format"], r["variant"], r) for r in report["rows"]]
             Path(args.out).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n")
     if args.noise_draws:
