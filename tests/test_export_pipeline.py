@@ -16,6 +16,7 @@ pytest.importorskip("onnxruntime")
 from lugha.cli import main  # noqa: E402
 from lugha.errors import ConfigError  # noqa: E402
 from lugha.export.gates import accuracy_cells, blocking, summarize_failures  # noqa: E402
+from lugha.data.records import read_manifest  # noqa: E402
 from lugha.manifest import load_bundle_manifest  # noqa: E402
 from lugha.parity import assert_parity  # noqa: E402
 
@@ -167,3 +168,142 @@ def test_export_refuses_an_existing_bundle_folder(tiny_run, tmp_path):
     (out / "keep.txt").write_text("mine")
     assert main(["export", str(tiny_run), "--out", str(out)]) == 1
     assert (out / "keep.txt").read_text() == "mine"
+
+
+MEMO_LANGS = ("en", "sw", "yo", "ha", "hi", "am")
+
+
+@pytest.fixture(scope="module")
+def memorized_run(tmp_path_factory):
+    """A tiny run whose val and test rows repeat its training pairs. A tiny random model is at chance on
+    unseen emoji, so PyTorch fp32 would have no hits for a graph to lose; here it has, and the gate judges
+    the exported graph against its own model (what the gate is for), not the model's generalisation."""
+    import dataclasses
+
+    from lugha.data import demo
+    from lugha.data.records import read_manifest, write_manifest
+    from lugha.training.train_config import load_train_config
+    from lugha.training.trainer import train
+
+    root = tmp_path_factory.mktemp("memorized")
+    demo.build_demo(root, limit=96, image_size=64, seed=0)
+    rows = [r for r in read_manifest(root / "manifest.jsonl") if r.lang in MEMO_LANGS and r.split == "train"]
+    held = [dataclasses.replace(r, id=f"{r.id}-{s}", split=s) for s in ("val", "test") for r in rows]
+    write_manifest(root / "memo.jsonl", rows + held)
+    cfg = load_train_config(REPO / "configs" / "test-tiny.yaml", [
+        f"data.manifest={root / 'memo.jsonl'}", f"data.cache_dir={root / 'cache'}",
+        f"data.languages=[{', '.join(MEMO_LANGS)}]", "data.batch_size=16", "loop.epochs=150", "optim.lr=5e-2",
+        "model_overrides.adapter.kind=projection"])  # ~45 s: R@1 ~20 % of 70 on the repeated rows
+    train(cfg, root / "run", show_progress=False, say=lambda m: None)
+    return root / "run", root / "memo.jsonl"
+
+
+def _token_ids(source, texts) -> set[int]:
+    from lugha.export.source import token_encoder
+
+    ids, mask = token_encoder(source.tokenizer)(list(texts))
+    return {int(i) for i in ids[mask.astype(bool)]}
+
+
+def _held_out_ids(manifest, run, lang: str, texts: list[str] | None = None) -> set[int]:
+    """Token ids that ``texts`` (default: ``lang``'s held-out texts and label names) use and nothing else
+    does: no other held-out text or label name, no golden row (the first test row of each language). Changing
+    their embedding rows moves those texts alone and leaves parity intact."""
+    from lugha.data.records import read_manifest
+    from lugha.export.source import load_run_source
+    from lugha.training.evaluate import load_label_names
+
+    source = load_run_source(run)
+    rows = [r for r in read_manifest(manifest) if r.split in ("val", "test")]
+    names = load_label_names(manifest)[0]
+    first = {}
+    for r in rows:
+        if r.split == "test":
+            first.setdefault(r.lang, r.text)
+    mine = texts if texts is not None else [r.text for r in rows if r.lang == lang] + list(names.get(lang, {}).values())
+    others = ([r.text for r in rows if r.text not in mine] + list(first.values())
+              + [n for other, m in names.items() if texts is not None or other != lang for n in m.values()])
+    return _token_ids(source, mine) - _token_ids(source, others)
+
+
+def _flip_rows(path, ids: set[int]) -> None:
+    """Negate the int8 embedding table's row scales of ``ids`` in an exported ONNX file."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(path))
+    for t in m.graph.initializer:
+        if t.name.endswith("_row_scale"):
+            scale = numpy_helper.to_array(t).copy()
+            rows = [i for i in ids if i < len(scale)]
+            scale[rows] *= -1
+            t.CopyFrom(numpy_helper.from_array(scale, t.name))
+    onnx.save(m, str(path))
+
+
+@pytest.mark.slow
+def test_a_degraded_int8_graph_is_blocked_and_the_report_names_the_language(memorized_run, tmp_path, monkeypatch,
+                                                                          capsys):
+    from lugha.export import text_int8
+
+    run, manifest = memorized_run
+    yoruba = _held_out_ids(manifest, run, "yo")
+    real = text_int8.quantize_text_per_token
+
+    def degraded(src, dst, *args, **kwargs):  # the int8 text graph with Yoruba's own token rows negated
+        report = real(src, dst, *args, **kwargs)
+        _flip_rows(dst, yoruba)
+        return report
+
+    monkeypatch.setattr(text_int8, "quantize_text_per_token", degraded)
+    out = tmp_path / "bundle"
+    rc = main(["export", str(run), "--out", str(out), "--precision", "int8", "--calib-samples", "8", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 1 and not report["ok"]
+    assert all(r["ok"] for r in report["parity"])  # parity cannot see it: the accuracy gate blocks
+    failed = {c["lang"] for c in report["accuracy"] if c["decision"] == "fail"}
+    assert failed == {"yo"}, [c for c in report["accuracy"] if c["decision"] == "fail"]
+    assert any(f.startswith("accuracy onnx/int8 [yo]") and "FAIL" in f for f in report["failures"])
+    assert not out.exists() and not list(tmp_path.glob(".bundle.partial-*"))
+
+
+@pytest.mark.slow
+def test_a_candidate_off_by_a_few_items_passes_the_default_gate_undecided_per_language(memorized_run, tmp_path,
+                                                                                     monkeypatch, capsys):
+    from lugha.export import onnx_export
+
+    from lugha.training.evaluate import evaluate_run
+
+    run, manifest = memorized_run
+    fp32 = evaluate_run(run, split="test", languages=["ha"], items=True)
+    hits = [i for i, hit in zip(fp32["item_ids"]["ha"]["t2i_r1"], fp32["items"]["ha"]["t2i_r1"]) if hit]
+    texts = {r.id: r.text for r in read_manifest(manifest)}
+    one_text = max((_held_out_ids(manifest, run, "ha", [texts[i]]) for i in hits[1:]), key=len)  # most own tokens
+    real = onnx_export.export_onnx
+
+    def noisy(spec, model, inputs, path, *args, **kwargs):  # fp32 text graph, one text's own token rows replaced
+        done = real(spec, model, inputs, path, *args, **kwargs)
+        if spec.name == "text_encoder":
+            from onnx import numpy_helper
+
+            m = onnx.load(str(path))
+            table = max(m.graph.initializer, key=lambda t: int(np.prod(t.dims)))
+            w = numpy_helper.to_array(table).copy()
+            rows = sorted(one_text)  # one Hausa text (a hit, in val and test) moves: a few items
+            w[rows] = np.random.default_rng(0).normal(0, 20 * w.std(), (len(rows), w.shape[1]))
+            table.CopyFrom(numpy_helper.from_array(w, table.name))
+            onnx.save(m, str(path))
+        return done
+
+    monkeypatch.setattr(onnx_export, "export_onnx", noisy)
+    out = tmp_path / "bundle"
+    rc = main(["export", str(run), "--out", str(out), "--precision", "fp32", "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert rc == 0 and report["ok"] and out.is_dir()
+    cells = report["accuracy"]
+    assert {c["decision"] for c in cells} == {"undecided"}  # ~150 items a language cannot prove < 1 point
+    assert all(c["decide_n"] and c["detectable_points"] for c in cells)
+    assert {c["decision"] for c in report["accuracy_pooled"]} == {"pass"}
+    pooled = {c["metric"]: c for c in report["accuracy_pooled"]}
+    assert pooled["t2i_r1"]["lost"] >= 1 and all(c["flips"] <= 4 for c in pooled.values())
+    gate = load_bundle_manifest(out).accuracy_gate
+    assert not gate.overridden and not gate.blocking and gate.splits == ("val", "test")
