@@ -80,7 +80,7 @@ def optimum_study(bundle: Path, encode, texts: list[str]) -> dict:
     ids, mask = encode(texts)
     feed = {"input_ids": ids, "attention_mask": mask}
     ref = onnx_runner(bundle / "graphs/text_encoder.fp32.onnx")(feed)["text_embeds"]
-    rows = {"plain (quantize_dynamic + per-row int8 embeddings)": bundle / "graphs/text_encoder.int8.onnx"}
+    rows = {"lugha default (the bundle's text_encoder.int8.onnx)": bundle / "graphs/text_encoder.int8.onnx"}
     out = {}
     try:
         from optimum.onnxruntime import ORTQuantizer
@@ -158,7 +158,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("export_sizes.json"))
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lugha-export-bench")
     ap.add_argument("--eval-limit", type=int, default=0, help="eval rows per language (0 = all)")
-    ap.add_argument("--calib-samples", type=int, default=64)
+    ap.add_argument("--calib-samples", type=int, default=None,
+                    help="image calibration images (default: lugha export's, ExportOptions.calib_samples)")
     ap.add_argument("--formats", default="onnx")
     ap.add_argument("--skip", default="", help="comma list of studies to skip: trim,optimum,b0")
     ap.add_argument("--languages", default="", help="comma list to evaluate, 'all' for every language "
@@ -168,6 +169,7 @@ def main(argv=None) -> int:
     from lugha.export.source import load_run_source, token_encoder, untrained_source
 
     skip = set(filter(None, args.skip.split(",")))
+    began = time.time()
     run = args.run or find_run(DEFAULT)
     if run is not None:
         source, origin = load_run_source(run), f"trained run {run}"
@@ -182,8 +184,10 @@ def main(argv=None) -> int:
     print(f"source: {origin}", flush=True)
     result = {"source": origin, "manifest": str(manifest), "formats": args.formats}
     args.work.mkdir(parents=True, exist_ok=True)
+    calib = args.calib_samples or ExportOptions.calib_samples
+    result["calib_samples"] = calib
     common = dict(formats=tuple(args.formats.split(",")), eval_limit=args.eval_limit, overwrite=True,
-                  calib_samples=args.calib_samples, allow_drop=True)
+                  calib_samples=calib, allow_drop=True)
     t = time.time()
     full = export_run(source, args.work / "default", ExportOptions(precisions=("fp32", "int8"), **common),
                       say=lambda m: print("  " + m, flush=True))
@@ -217,7 +221,8 @@ def main(argv=None) -> int:
                                 "worst_drops": trimmed.report["worst_drops"], "seconds": round(time.time() - t, 1)}
         print(f"trim-vocab: text int8 {before / 1e6:.1f} MB -> {after / 1e6:.1f} MB ({before / after:.2f}x)", flush=True)
     if "b0" not in skip:
-        result["b0_image_int8"] = b0_study(Path(manifest), pixels, args.calib_samples)
+        result["b0_image_int8"] = b0_study(Path(manifest), pixels, calib)
+    result["wall_s"] = round(time.time() - began, 1)
     args.out.write_text(json.dumps(result, indent=2, default=float) + "\n", encoding="utf-8")
     print(f"wrote {args.out}", flush=True)
     return 0

@@ -52,7 +52,8 @@ def _check_loopback(url: str) -> tuple[str, int]:
     return host, parts.port or 80
 
 
-def start_server(bundle: str, gallery: str | None, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(bundle: str, gallery: str | None, workdir: Path) -> tuple[subprocess.Popen, str, list[str]]:
+    """The server process, its base URL and what it printed before listening (model, engine, gallery)."""
     if gallery is None:  # text search needs a gallery: make a small one
         gallery = str(workdir / "gallery")
         Path(gallery).mkdir()
@@ -62,11 +63,13 @@ def start_server(bundle: str, gallery: str | None, workdir: Path) -> tuple[subpr
            "--gallery", gallery, "--rate-limit", "0", "--quiet", "--cache-dir", str(workdir / "cache")]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
+    said = []
     for line in proc.stdout:  # type: ignore[union-attr]
         m = re.search(r"listening on (http://\S+?)/", line)
         if m:
             threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # drain
-            return proc, m.group(1)
+            return proc, m.group(1), said
+        said.append(line.rstrip())
         if time.monotonic() > deadline:
             break
     proc.kill()
@@ -193,10 +196,10 @@ def main(argv=None) -> int:
     p.add_argument("--lang", default="sw", help="result language (default sw; else the bundle's first)")
     p.add_argument("--json", type=Path, help="write the report here as JSON")
     args = p.parse_args(argv)
-    proc = None
+    proc, said = None, []
     with tempfile.TemporaryDirectory(prefix="lugha-load-") as tmp:
         if args.bundle:
-            proc, base = start_server(args.bundle, args.gallery, Path(tmp))
+            proc, base, said = start_server(args.bundle, args.gallery, Path(tmp))
         else:
             base = args.url.rstrip("/")
         try:
@@ -206,6 +209,14 @@ def main(argv=None) -> int:
                 proc.terminate()
                 proc.wait(timeout=30)
     report["cpu_count"] = os.cpu_count()
+    if args.bundle:  # which bundle was loaded matters: a test-tiny bundle answers far faster than the real model
+        from lugha.manifest import load_bundle_manifest
+
+        m = load_bundle_manifest(args.bundle, verify=False)
+        report["bundle"] = {"path": str(Path(args.bundle).resolve()), "model": m.model.name,
+                            "languages": list(m.languages),
+                            "graphs": sorted(f"{g.name}/{g.format}/{g.precision}" for g in m.graphs)}
+        report["server"] = [line for line in said if line.startswith("lugha serve:")]
     rows = [{"endpoint": k, **v} for k, v in [("all", report["all"]), *report["endpoints"].items()]]
     print(f"{report['ok']} ok, {report['errors']} errors in {report['wall_s']} s "
           f"({report['throughput_rps']} req/s, {args.clients} clients{', TIME CAP HIT' if report['capped'] else ''})")
