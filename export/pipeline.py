@@ -197,30 +197,8 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
                 info_rows.append({"key": key, "scheme": quant.get("scheme", ""), "size_mb": size / 1e6})
                 say(f"exported {key}: {size / 1e6:.2f} MB ({quant.get('scheme', '')})")
     # --- gates ---
-    parity = [row for g in graphs for row in gates.parity_gate(g, runners[g.key], *golden_for[g.key])]
-    say(f"parity: {sum(r.ok for r in parity)}/{len(parity)} graphs within tolerance")
-    gate_sets = accuracy_gate.gate_data(source, opts, data, split, say)
-    metrics, items = accuracy_gate.evaluate_all(source, data, gate_sets, specs, runners, opts)
-    reference_items = items.pop("torch/fp32")
-    cells, pooled = gates.accuracy_cells(reference_items, items, opts.max_drop)
-    blocked = gates.blocking(cells, pooled, opts.gate)
-    failures = gates.summarize_failures(parity, blocked)
-    record = accuracy_gate.gate_record(opts, [d.split or split for d in gate_sets], cells, pooled, blocked)
-    report.update(parity=[r.to_dict() for r in parity], accuracy=[c.to_dict() for c in cells],
-                  accuracy_pooled=[c.to_dict() for c in pooled], gate=accuracy_gate.summary(record), metrics=metrics,
-                  worst_drops=gates.worst_cells(cells), eval_split=split, advisor=advisor.format_findings(findings),
-                  graphs=info_rows)
-    say(f"accuracy gate ({opts.gate}, margin {opts.max_drop} points, {'+'.join(record.splits)}): "
-        + ", ".join(f"{v} {k}" for k, v in record.counts().items()) + " per-language cells; pooled: "
-        + ", ".join(f"{c.candidate} {c.metric} {c.decision}" for c in pooled))
-    must_block = [f for f in failures if f.startswith("parity") or not opts.allow_drop]  # parity always blocks
-    if blocked and opts.allow_drop:
-        report["allowed_drops"] = [f for f in failures if f.startswith("accuracy")]
-        say(f"--allow-drop: {len(blocked)} accuracy cells would have blocked ({opts.gate} gate); bundle written, "
-            "its manifest and model card say so")
-    if must_block:
-        raise gates.ExportGateError(f"{len(must_block)} gate failure(s); no bundle written. First: {must_block[0]}",
-                                    {**report, "failures": must_block})
+    report.update(advisor=advisor.format_findings(findings), graphs=info_rows)  # shown on failure too
+    record = _gates(source, opts, data, split, specs, graphs, runners, golden_for, report, say)
     # --- bundle ---
     tok_spec = spec_for_model(cfg, padding="longest" if "onnx" in opts.formats else "max_length",
                               pad_token=source.tokenizer.backend.id_to_token(int(source.tokenizer.pad_id)))
@@ -232,10 +210,39 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     manifest = BundleManifest(model=cfg, preprocess=cfg.preprocess, graphs=tuple(graphs), tokenizer=tok_spec,
                               languages=tuple(pairs.languages), label_packs=packs,
                               metrics={c: {lang: {k: v for k, v in m.items()} for lang, m in per.items()}
-                                       for c, per in metrics.items()}, accuracy_gate=record)
+                                       for c, per in report["metrics"].items()}, accuracy_gate=record)
     done = write_manifest(root, add_all_files(root, manifest))
     report["bundle_bytes"] = done.total_bytes
     return report
+
+
+def _gates(source, opts, data, split, specs, graphs, runners, golden_for, report, say):
+    """Parity on the golden rows, then the paired accuracy gate; raises ExportGateError (with the whole
+    report) when a gate blocks, else returns the gate's record for the manifest and model card."""
+    parity = [row for g in graphs for row in gates.parity_gate(g, runners[g.key], *golden_for[g.key])]
+    say(f"parity: {sum(r.ok for r in parity)}/{len(parity)} graphs within tolerance")
+    gate_sets = accuracy_gate.gate_data(source, opts, data, split, say)
+    metrics, items = accuracy_gate.evaluate_all(source, data, gate_sets, specs, runners, opts)
+    reference_items = items.pop("torch/fp32")
+    cells, pooled = gates.accuracy_cells(reference_items, items, opts.max_drop)
+    blocked = gates.blocking(cells, pooled, opts.gate)
+    failures = gates.summarize_failures(parity, blocked)
+    record = accuracy_gate.gate_record(opts, [d.split or split for d in gate_sets], cells, pooled, blocked)
+    report.update(parity=[r.to_dict() for r in parity], accuracy=[c.to_dict() for c in cells],
+                  accuracy_pooled=[c.to_dict() for c in pooled], gate=accuracy_gate.summary(record), metrics=metrics,
+                  worst_drops=gates.worst_cells(cells), eval_split=split)
+    say(f"accuracy gate ({opts.gate}, margin {opts.max_drop} points, {'+'.join(record.splits)}): "
+        + ", ".join(f"{v} {k}" for k, v in record.counts().items()) + " per-language cells; pooled: "
+        + ", ".join(f"{c.candidate} {c.metric} {c.decision}" for c in pooled))
+    must_block = [f for f in failures if f.startswith("parity") or not opts.allow_drop]  # parity always blocks
+    if blocked and opts.allow_drop:
+        report["allowed_drops"] = [f for f in failures if f.startswith("accuracy")]
+        say(f"--allow-drop: {len(blocked)} accuracy cells would have blocked ({opts.gate} gate); bundle written, "
+            "its manifest and model card say so")
+    if must_block:
+        raise gates.ExportGateError(f"{len(must_block)} gate failure(s); no bundle written. First: {must_block[0]}",
+                                    {**report, "failures": must_block})
+    return record
 
 
 def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, root, scratch, findings, say) -> dict:
