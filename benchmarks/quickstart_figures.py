@@ -96,14 +96,14 @@ def size_ratios(bundle: Path) -> dict:
 
 
 def gate_summary(bundle: Path) -> dict:
-    """What the manifest records of the export's gates (parity rows and the accuracy gate's decisions)."""
-    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
-    report = manifest.get("gates") or manifest.get("export_report") or {}
-    parity = report.get("parity", [])
-    return {"parity_rows": len(parity), "parity_ok": sum(bool(r.get("ok")) for r in parity),
-            "parity_min_cosine": {r["graph"]: round(r["min_cosine"], 5) for r in parity if "min_cosine" in r},
-            "accuracy": report.get("accuracy_summary") or report.get("accuracy") or report.get("decisions"),
-            "override": manifest.get("gate_override")}
+    """The accuracy gate's record in the manifest: policy, margin, decisions per language cell, pooled cells."""
+    gate = json.loads((bundle / "manifest.json").read_text(encoding="utf-8")).get("accuracy_gate") or {}
+    cells = gate.get("cells", [])
+    counts = {d: sum(c["decision"] == d for c in cells) for d in ("pass", "undecided", "fail")}
+    pooled = [{k: c[k] for k in ("candidate", "metric", "n", "lost", "gained", "drop_points", "ci_low_points",
+                                 "ci_high_points", "decision")} for c in gate.get("pooled", [])]
+    return {k: gate.get(k) for k in ("policy", "max_drop_points", "splits", "overridden", "blocking")} | {
+        "per_language_cells": len(cells), "decisions": counts, "pooled": pooled}
 
 
 def demo_summary(data: Path) -> dict:
