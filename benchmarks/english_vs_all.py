@@ -59,6 +59,21 @@ def table(report: dict, base: dict) -> list[dict]:
     return rows
 
 
+def sign_tests(comparison: dict) -> dict:
+    """Across the non-English languages, per metric: how many differences (b - a) are positive, and the
+    exact two-sided sign test of "as many up as down" (scipy). One language's 149 items rarely decide a
+    difference alone after Holm over every cell; whether (b) helps the languages as a group is this test."""
+    from scipy.stats import binomtest
+
+    out = {}
+    for metric in sorted({r["metric"] for r in comparison["rows"]}):
+        diffs = [r["diff_points"] for r in comparison["rows"] if r["metric"] == metric and r["lang"] != "en"]
+        up, down = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+        out[metric] = {"languages": len(diffs), "up": up, "down": down,
+                       "p_two_sided": binomtest(up, up + down, 0.5).pvalue if up + down else 1.0}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="the demo manifest (lugha data demo --out DIR)")
@@ -80,7 +95,10 @@ def main(argv: list[str] | None = None) -> int:
            "train_seconds": seconds, "rows": table(report, base),
            "non_english_mean_r1": {"a_i2t": mean("a_i2t_r1"), "b_i2t": mean("b_i2t_r1"),
                                    "a_t2i": mean("a_t2i_r1"), "b_t2i": mean("b_t2i_r1")},
-           "comparison": report.get("comparison"), "retention": report.get("retention")}
+           "comparison": report.get("comparison"), "retention": report.get("retention"),
+           "verdicts": {v: sum(r["verdict"] == v for r in report["comparison"]["rows"])
+                        for v in ("better", "worse", "no difference shown")},
+           "sign_test_non_english": sign_tests(report["comparison"])}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     print(f"wrote {args.json}")
