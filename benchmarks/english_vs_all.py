@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from lugha.cli._common import write_report
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -99,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
            "verdicts": {v: sum(r["verdict"] == v for r in report["comparison"]["rows"])
                         for v in ("better", "worse", "no difference shown")},
            "sign_test_non_english": sign_tests(report["comparison"])}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    write_report(args.json, json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
 

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from lugha.cli._common import write_report
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_sizes import bundle_sizes  # noqa: E402 (one size rule for every benchmark)
 
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         figures["quickstart_process"] = run_quickstart(args.out, args.smoke)
         if figures["quickstart_process"]["exit"] != 0:
-            args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+            write_report(args.json, json.dumps(figures, indent=2) + "\n")
             print(f"quickstart failed (exit {figures['quickstart_process']['exit']}); wrote {args.json}")
             return 1
         out = (args.out or Path("lugha-quickstart")).resolve() / ("smoke" if args.smoke else "")
@@ -156,8 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(1, args.bench_runs):
             reports.append(bench_once(bundle, run, Path(tmp) / f"bench{i}.json"))
     figures["bench"] = {"settings": reports[0]["settings"], "runs": len(reports), "cases": summarize_bench(reports)}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    write_report(args.json, json.dumps(figures, indent=2) + "\n")
     print(f"wrote {args.json}")
     return 0
 

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from lugha.cli._common import user_path_obj
+from lugha.cli._common import user_path_obj, write_report
 
 HELP = "The main job: demo data -> train -> export (gated) -> device tests -> benchmark report."
 DESCRIPTION = """Runs the whole pipeline on the embedded multilingual demo data, offline:
@@ -101,8 +101,7 @@ def _write_timings(args: argparse.Namespace, timings: list[dict], total: float) 
 
     record = {"lugha": __version__, "smoke": bool(args.smoke), "out": str(args.out),
               "total_seconds": round(total, 1), "ok": all(r["exit"] == 0 for r in timings), "steps": timings}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "quickstart.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    write_report(args.out / "quickstart.json", json.dumps(record, indent=2) + "\n")
     return total
 
 
