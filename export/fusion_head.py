@@ -5,9 +5,9 @@
 * :func:`head_golden`: the head's golden inputs, made from the encoders' PyTorch outputs on real eval
   rows plus one row with the image missing and one with the text missing (the all-zero convention of
   :mod:`lugha.training.fusion`), so parity also covers the missing-side path.
-* :func:`head_accuracy` / :func:`head_gate`: the head's label accuracy per language through one
-  candidate's three graphs (image encoder -> text encoder -> fusion head, exactly what a device chains),
-  and each candidate's per-language drop against PyTorch fp32. ``head_acc`` is gated; the image-only /
+* :func:`head_accuracy`: the head's label accuracy per language through one candidate's three graphs
+  (image encoder -> text encoder -> fusion head, exactly what a device chains), with per-item hits for
+  the paired gate (:func:`lugha.export.gates.accuracy_cells`), which decides ``head_acc``; the image-only /
   text-only accuracies of heads that skip a missing side are reported beside it.
 """
 from __future__ import annotations
@@ -17,10 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .gates import DropRow, EvalData, accuracy_gate
+from .gates import EvalData
 from .graph_runners import Runner, batched
 
-GATED_HEAD_METRICS = ("head_acc",)
 MODES = (("head_acc", None), ("head_acc_image_only", "text"), ("head_acc_text_only", "image"))
 
 
@@ -105,11 +104,4 @@ def head_accuracy(data: EvalData, head, image: Runner, text: Runner, fusion: Run
     return out
 
 
-def head_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
-              max_drop: float) -> list[DropRow]:
-    """Each candidate's per-language drop in points on the gated head metrics (rows like the encoders')."""
-    return accuracy_gate(reference, candidates, max_drop, GATED_HEAD_METRICS)
-
-
-__all__ = ["load_classify_source", "head_feeds", "head_golden", "without", "class_targets", "head_accuracy",
-           "head_gate", "GATED_HEAD_METRICS"]
+__all__ = ["load_classify_source", "head_feeds", "head_golden", "without", "class_targets", "head_accuracy"]

@@ -31,8 +31,6 @@ from .graph_runners import Runner, batched
 GATED_METRICS = ("i2t_r1", "t2i_r1", "label_acc")
 PAIRED_METRICS = GATED_METRICS + ("head_acc",)  # what the paired gate decides (head_acc: classify runs)
 GATE_POLICIES = ("default", "strict")
-_COUNTED = {"i2t_r1": ("n_images", "images"), "t2i_r1": ("n_texts", "queries"),  # what each metric is a
-            "label_acc": ("n_labelled", "images")}  # fraction of
 
 
 class ExportGateError(LughaError):
@@ -174,51 +172,6 @@ def worst_cells(cells: list[GateCell]) -> dict[str, dict]:
     return {k: {**c.to_dict(), "items": c.n} for k, c in worst.items()}
 
 
-def items_moved(drop_points: float, items: int) -> int:
-    """How many of ``items`` a drop of ``drop_points`` is (net: lost minus gained)."""
-    return round(drop_points * items / 100)
-
-
-@dataclass
-class DropRow:
-    candidate: str  # "onnx/int8"
-    lang: str
-    metric: str
-    reference: float
-    value: float
-    drop_points: float
-    ok: bool
-    items: int = 0  # how many images (i2t, label_acc) or text queries (t2i) the metric counts; 0: not known
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def resolution(self) -> str:
-        """"2 of 149 images; one = 0.67 points", or "" when the count is not known."""
-        if not self.items:
-            return ""
-        noun = _COUNTED.get(self.metric, ("", "items"))[1]
-        return (f"{items_moved(self.drop_points, self.items)} of {self.items} {noun}; "
-                f"one = {100 / self.items:.2f} points")
-
-
-def accuracy_gate(reference: dict[str, dict[str, float]], candidates: dict[str, dict[str, dict[str, float]]],
-                  max_drop: float, metrics: tuple[str, ...] = GATED_METRICS) -> list[DropRow]:
-    """Every candidate's per-language point drop (in points, 100 x fraction) on each metric against a bare
-    threshold: a view of the numbers, not a decision (the export decides with :func:`accuracy_cells`)."""
-    rows = []
-    for name, per_lang in candidates.items():
-        for lang, ref in sorted(reference.items()):
-            got = per_lang.get(lang, {})
-            for metric in metrics:
-                if metric not in ref or metric not in got:
-                    continue
-                drop = 100.0 * (ref[metric] - got[metric])
-                items = int(ref.get(_COUNTED.get(metric, ("",))[0], 0))
-                rows.append(DropRow(name, lang, metric, ref[metric], got[metric], drop, drop <= max_drop + 1e-9, items))
-    return rows
-
-
 def summarize_failures(parity: list[ParityRow], blocked: list[GateCell]) -> list[str]:
     """One line per parity failure and per blocking accuracy cell (what moved, how sure, the decision)."""
     lines = [f"parity {r.error}" if r.error else f"parity {r.graph}:{r.output}: max abs {r.max_abs:.3g} (allowed "
@@ -227,6 +180,6 @@ def summarize_failures(parity: list[ParityRow], blocked: list[GateCell]) -> list
     return lines + [f"accuracy {c.line()}" for c in blocked]
 
 
-__all__ = ["parity_gate", "accuracy_gate", "accuracy_cells", "blocking", "worst_cells", "evaluate_candidate",
-           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "DropRow", "ExportGateError",
-           "GATED_METRICS", "PAIRED_METRICS", "GATE_POLICIES", "items_moved"]
+__all__ = ["parity_gate", "accuracy_cells", "blocking", "worst_cells", "evaluate_candidate",
+           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "ExportGateError",
+           "GATED_METRICS", "PAIRED_METRICS", "GATE_POLICIES"]

@@ -120,14 +120,3 @@ def test_head_golden_rows_add_one_image_missing_and_one_text_missing_row():
     assert x["text_mask"].shape == (5, 2)  # the mask is cut to the token states the text graph gave
     assert np.array_equal(x["text_mask"][:3], mask[:, :2]) and not x["text_mask"][4].any()
     assert not x["image_patches"][3].any() and x["text_mask"][3].all()
-
-
-def test_the_head_gate_names_the_language_and_metric_that_drop():
-    from lugha.export.fusion_head import head_gate
-
-    ref = {"yo": {"head_acc": 0.50, "head_acc_text_only": 0.5}, "sw": {"head_acc": 0.40}}
-    cand = {"onnx/int8": {"yo": {"head_acc": 0.45, "head_acc_text_only": 0.0}, "sw": {"head_acc": 0.40}}}
-    rows = head_gate(ref, cand, max_drop=1.0)
-    assert [(r.lang, r.metric, r.ok) for r in rows] == [("sw", "head_acc", True), ("yo", "head_acc", False)]
-    assert rows[1].drop_points == pytest.approx(5.0)
-    assert all(r.ok for r in head_gate(ref, cand, max_drop=5.0))
