@@ -1,6 +1,6 @@
 """The README's "English-only heads vs all-language adapters" table, from the README's own three commands.
 
-  python benchmarks/english_vs_all.py --data data/demo/manifest.jsonl --json benchmarks/english_vs_all.json
+  python benchmarks/english_vs_all.py --data datasets/demo/manifest.jsonl --json benchmarks/english_vs_all.json
 
 (a) `lugha train configs/english-only.yaml` (projections on English captions only), (b) `lugha train
 configs/default.yaml` from (a)'s projections with LoRA on the text tower, all 16 languages, English drawn
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from lugha.cli._common import write_report
+from lugha.reports import write_report
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -1,7 +1,7 @@
 """Export figures: bundle sizes per precision, int8 parity and per-language R@1 drops, --trim-vocab, the
 advisor's B0 point, and optimum's ORTQuantizer presets against the plain onnxruntime path.
 
-  python benchmarks/export_sizes.py --manifest data/demo/manifest.jsonl --out export_sizes.json
+  python benchmarks/export_sizes.py --manifest datasets/demo/manifest.jsonl --out export_sizes.json
   python benchmarks/export_sizes.py --run runs/default --out export_sizes.json   # a trained run
 
 Without --run it looks for a trained run of the default model under /work/main/runs and /tmp; failing that

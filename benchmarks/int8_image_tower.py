@@ -69,7 +69,7 @@ def cosines(ref: np.ndarray, out: np.ndarray) -> dict:
 
 
 def heldout_images(images_manifest: Path, run_manifest: Path, n: int, seed: int) -> list[str]:
-    from lugha.data.records import read_manifest
+    from lugha.records import read_manifest
 
     seen = {str(r.image_path(run_manifest.parent)) for r in read_manifest(run_manifest)}
     paths = sorted({str(r.image_path(images_manifest.parent)) for r in read_manifest(images_manifest)} - seen)

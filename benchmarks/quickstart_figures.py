@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lugha.cli._common import write_report
+from lugha.reports import write_report
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from export_sizes import bundle_sizes  # noqa: E402 (one size rule for every benchmark)

@@ -29,7 +29,7 @@ if ! python -c "import lugha.training" 2>/dev/null; then
 import importlib.util, sys
 from pathlib import Path
 _ROOT = Path("$PWD")
-_MAP = {"lugha": "kit", "lugha.training": "training", "lugha.export": "export", "lugha.runtimes": "runtimes"}
+_MAP = {"lugha": "kit", "lugha.cli": "cli", "lugha.data": "data", "lugha.training": "training", "lugha.export": "export", "lugha.runtimes": "runtimes"}
 class _Finder:
     def find_spec(self, name, path=None, target=None):
         if name in _MAP:

@@ -15,10 +15,10 @@ from lugha.errors import ConfigError, DataError
 from lugha.gate_report import AccuracyGate, GateCell
 from lugha.preprocess import preprocess_batch
 
-from . import fusion_head as fh
-from . import gates
-from .source import limit_pairs, token_encoder
-from .specs import reference_runner
+from lugha.export import fusion_head as fh
+from lugha.export import gates
+from lugha.export.source import limit_pairs, token_encoder
+from lugha.export.specs import reference_runner
 
 METHOD = ("paired per-item outcomes vs PyTorch fp32; fail: one-sided exact binomial test on the discordant "
           "items (margin 0) or Tango's score test (margin > 0), Holm over all cells; pass: Tango's one-sided 95 % "

@@ -45,7 +45,7 @@ class QuantPlan:
 
 def scan_modules(model) -> list[Finding]:
     """Findings from the torch modules of the exported parts (towers, projections, the fusion head)."""
-    from .specs import SPECS, fusion_head_of
+    from lugha.export.specs import SPECS, fusion_head_of
 
     counts: dict[tuple[str, str], int] = defaultdict(int)
     parts = {"image_encoder": (model.image_tower, model.image_proj), "text_encoder": (model.text_tower, model.text_proj)}

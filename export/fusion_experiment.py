@@ -343,7 +343,7 @@ TABLE = [("head", "head"), ("params", "params"), ("acc", "acc"), ("+-", "acc_se"
 
 def format_report(report: dict) -> str:
     """The comparison table, then accuracy per language (``*`` = a training language)."""
-    from lugha.cli._common import format_table
+    from lugha.reports import format_table
 
     def cell(key: str, v):
         if key == "parity_max_abs":

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .gates import EvalData
-from .graph_runners import Runner, batched
+from lugha.export.gates import EvalData
+from lugha.export.graph_runners import Runner, batched
 
 MODES = (("head_acc", None), ("head_acc_image_only", "text"), ("head_acc_text_only", "image"))
 
@@ -28,7 +28,7 @@ def load_classify_source(run_dir: str | os.PathLike, checkpoint: str = "best"):
     from lugha.training.adapters import merge_adapters
     from lugha.training.classify import load_classify_parts
 
-    from .source import ExportSource
+    from lugha.export.source import ExportSource
 
     model, _, tok, cfg, folder, _ = load_classify_parts(run_dir, checkpoint)
     merge_adapters(model).eval()

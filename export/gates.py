@@ -26,7 +26,7 @@ from lugha.gate_report import GateCell
 from lugha.manifest import GraphSpec
 from lugha.parity import ParityError, compare_outputs
 
-from .graph_runners import Runner, batched
+from lugha.export.graph_runners import Runner, batched
 
 GATED_METRICS = ("i2t_r1", "t2i_r1", "label_acc")
 PAIRED_METRICS = GATED_METRICS + ("head_acc",)  # what the paired gate decides (head_acc: classify runs)

@@ -15,7 +15,7 @@ import numpy as np
 from lugha.errors import MissingDependencyError
 from lugha.tflite_io import SignatureSet
 
-from .specs import ExportSpec
+from lugha.export.specs import ExportSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
@@ -34,7 +34,7 @@ def torch_runner(spec: ExportSpec, model, layout: str = "NCHW") -> Runner:
 
 
 def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
-    from .onnx_export import onnx_session, run_onnx
+    from lugha.export.onnx_export import onnx_session, run_onnx
 
     session = onnx_session(path, threads)
     return lambda inputs: run_onnx(session, inputs)

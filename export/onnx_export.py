@@ -19,7 +19,7 @@ import numpy as np
 from lugha.errors import LughaError
 from lugha.manifest import TensorSpec
 
-from .specs import ExportSpec
+from lugha.export.specs import ExportSpec
 
 DYNAMO_OPSET = 18
 LEGACY_OPSET = 17

@@ -32,7 +32,7 @@ import numpy as np
 
 from lugha.errors import LughaError
 
-from .image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
+from lugha.export.image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
 
 # A Gather whose float table has at least this many elements is an embedding table worth quantizing.
 EMBEDDING_MIN_ELEMENTS = 1 << 16

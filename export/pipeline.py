@@ -20,10 +20,10 @@ from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manif
 from lugha.preprocess import preprocess_batch
 from lugha.tokenizer import spec_for_model
 
-from . import accuracy_gate, advisor, bundle_writer as bw, fusion_head as fh, gates
-from .graph_runners import onnx_runner, tflite_runner
-from .source import ExportSource, calibration_batches, calibration_texts, eval_pairs, limit_pairs, token_encoder
-from .specs import reference_runner, specs_for, tolerance_for
+from lugha.export import accuracy_gate, advisor, bundle_writer as bw, fusion_head as fh, gates
+from lugha.export.graph_runners import onnx_runner, tflite_runner
+from lugha.export.source import ExportSource, calibration_batches, calibration_texts, eval_pairs, limit_pairs, token_encoder
+from lugha.export.specs import reference_runner, specs_for, tolerance_for
 
 # Every output of a PyTorch graph (a cross-attention bundle's encoders have two; graph_runners.torch_runner
 # returns the first only). The name is what _label_packs calls.
@@ -63,7 +63,7 @@ class ExportOptions:
             if bad or not getattr(self, name):
                 raise ConfigError(f"--{name[:-1] if name == 'formats' else 'precision'}",
                                   f"expected some of {list(allowed)}, got {list(getattr(self, name))}")
-        from .text_int8 import TEXT_INT8_SCHEMES
+        from lugha.export.text_int8 import TEXT_INT8_SCHEMES
 
         if self.text_int8 not in TEXT_INT8_SCHEMES:
             raise ConfigError("--text-int8", f"expected one of {list(TEXT_INT8_SCHEMES)}, got {self.text_int8!r}")
@@ -127,7 +127,7 @@ def export_run(source: ExportSource, out: str | Path, opts: ExportOptions,
     try:
         report = _build(source, staging, scratch, opts, say)
         if opts.sign_key:
-            from .signing import sign_bundle
+            from lugha.export.signing import sign_bundle
 
             sign_bundle(staging, opts.sign_key)
             report["signed"] = True
@@ -151,7 +151,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     report: dict = {"source": source.origin, "model": cfg.name, "formats": list(opts.formats),
                     "precisions": list(opts.precisions)}
     if opts.trim_vocab:
-        from .vocab_trim import trim_source
+        from lugha.export.vocab_trim import trim_source
 
         report["vocab_trim"] = trim_source(source)
         say(f"vocab trimmed: {report['vocab_trim']['kept']:,} of {report['vocab_trim']['vocab_before']:,} ids kept")
@@ -251,8 +251,8 @@ def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, ro
     model, layout, made = source.model, source.layout, {}
     calib, text_calib = calibration
     if fmt == "onnx":
-        from .onnx_export import export_onnx
-        from .onnx_quant import convert_fp16, quantize_image_static, quantize_text_dynamic
+        from lugha.export.onnx_export import export_onnx
+        from lugha.export.onnx_quant import convert_fp16, quantize_image_static, quantize_text_dynamic
 
         fp32_rel = f"graphs/{spec.name}.fp32.onnx"
         fp32 = root / fp32_rel if "fp32" in opts.precisions else scratch / f"{spec.name}.fp32.onnx"
@@ -268,7 +268,7 @@ def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, ro
             elif precision == "fp16":
                 q = convert_fp16(fp32, root / rel).to_dict()
             elif spec.quant_scheme == "dynamic" and opts.text_int8 != "dynamic":
-                from .text_int8 import quantize_text_per_token
+                from lugha.export.text_int8 import quantize_text_per_token
 
                 q = quantize_text_per_token(fp32, root / rel, text_calib,
                                             fine=opts.text_int8 == "per-token-fine").to_dict()
@@ -286,7 +286,7 @@ def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, ro
                 q = {"scheme": "none: kept float (a few kB head that normalises inside; see the advisor)"}
             made[precision] = (rel, {**base, **q, **spec.graph_info(model)}, tin, inputs)
         return made
-    from .tflite_export import export_tflite, static_inputs
+    from lugha.export.tflite_export import export_tflite, static_inputs
 
     tokens = "input_ids" in spec.input_names()
     for precision in opts.precisions:
@@ -305,7 +305,7 @@ def _export_format(spec, source, fmt, opts, inputs, calibration, seq_lengths, ro
 
 def _label_packs(source: ExportSource, data: gates.EvalData, root: Path) -> dict[str, str]:
     """Per language: every label of the manifest (any split) in that language's names, embedded fp32."""
-    from lugha.data.records import read_manifest
+    from lugha.records import read_manifest
 
     labels: dict[str, set[str]] = {}
     for r in read_manifest(source.manifest):

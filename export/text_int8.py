@@ -37,7 +37,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from .image_int8 import gptq_round
+from lugha.export.image_int8 import gptq_round
 
 TEXT_INT8_SCHEMES = ("per-token", "per-token-fine", "dynamic")
 SMOOTH_ALPHA = 0.5
@@ -228,7 +228,7 @@ def quantize_text_per_token(src: str | Path, dst: str | Path, batches: Sequence[
     :class:`lugha.export.onnx_quant.QuantReport`."""
     import onnx
 
-    from .onnx_quant import QuantizationError, QuantReport, _pre_process, quantize_embedding_gathers
+    from lugha.export.onnx_quant import QuantizationError, QuantReport, _pre_process, quantize_embedding_gathers
 
     if not batches:
         raise QuantizationError("per-token text int8 needs calibration texts; none were given")

@@ -33,7 +33,7 @@ from lugha.errors import LughaError, MissingDependencyError
 from lugha.manifest import TensorSpec
 from lugha.tflite_io import fit_length
 
-from .specs import ExportSpec
+from lugha.export.specs import ExportSpec
 
 
 class TfliteExportError(LughaError):
@@ -171,8 +171,8 @@ def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.
     path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     if precision == "int8" and spec.quant_scheme == "static":
-        from .graph_runners import io_quantization
-        from .tflite_int8 import convert_image_int8_pt2e
+        from lugha.export.graph_runners import io_quantization
+        from lugha.export.tflite_int8 import convert_image_int8_pt2e
 
         done = convert_image_int8_pt2e(spec, model, sample, path, calib_batches, layout, rounding=rounding,
                                        float_stem=float_stem)
@@ -192,7 +192,7 @@ def export_tflite(spec: ExportSpec, model, precision: str, sample: dict[str, np.
         return done
     smooth = precision == "int8" and spec.quant_scheme == "dynamic" and bool(text_calib)
     if smooth:
-        from .text_int8 import SMOOTH_ALPHA, smoothed_text_model
+        from lugha.export.text_int8 import SMOOTH_ALPHA, smoothed_text_model
 
         model = smoothed_text_model(model, text_calib)
     with tempfile.TemporaryDirectory(prefix="lugha-tflite-") as tmp:

@@ -20,9 +20,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
-from .specs import ExportSpec
-from .tflite_export import TfliteExport, TfliteExportError, _litert_torch, _quiet, _sample_kwargs
+from lugha.export.image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
+from lugha.export.specs import ExportSpec
+from lugha.export.tflite_export import TfliteExport, TfliteExportError, _litert_torch, _quiet, _sample_kwargs
 
 _CONVS = ("aten.conv2d.default", "aten.convolution.default")
 _LINEAR = "aten.linear.default"

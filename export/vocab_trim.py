@@ -79,7 +79,7 @@ def trim_source(source, sample_texts: int = 256) -> dict:
     from tokenizers import Tokenizer
 
     from lugha.data.coverage import coverage_report
-    from lugha.data.records import read_manifest
+    from lugha.records import read_manifest
     from lugha.tokenizer import TextTokenizer
     from lugha.training.evaluate import load_label_names
     from lugha.training.text_tower import TorchTokenizer
@@ -95,7 +95,7 @@ def trim_source(source, sample_texts: int = 256) -> dict:
     texts += sorted({names.get(r.lang, {}).get(r.label, r.label) for r in records if r.label})
     old_tok = source.tokenizer
     backend = old_tok.backend
-    from lugha.data.records import Record
+    from lugha.records import Record
 
     report = coverage_report([Record(str(i), "", t, "x") for i, t in enumerate(texts)], backend,
                              cfg.text_tower.max_length, cfg.text_tower.prefix)

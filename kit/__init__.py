@@ -6,9 +6,9 @@ standard library, numpy and Pillow (``tokenizers`` lazily), so it runs on a Rasp
 """
 __version__ = "0.1.0"
 
-from .config import ModelConfig, get_model_config, list_models  # noqa: E402
-from .errors import BundleError, ConfigError, DataError, LughaError  # noqa: E402
-from .preprocess import PreprocessSpec, preprocess_image  # noqa: E402
+from lugha.config import ModelConfig, get_model_config, list_models  # noqa: E402
+from lugha.errors import BundleError, ConfigError, DataError, LughaError  # noqa: E402
+from lugha.preprocess import PreprocessSpec, preprocess_image  # noqa: E402
 
 __all__ = [
     "__version__", "ModelConfig", "get_model_config", "list_models", "PreprocessSpec",

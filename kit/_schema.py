@@ -12,7 +12,7 @@ import types
 import typing
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from .errors import ConfigError
+from lugha.errors import ConfigError
 
 T = TypeVar("T")
 # `X | Y` has origin types.UnionType on Python >= 3.10, typing.Union before.

@@ -11,9 +11,9 @@ import fnmatch
 from dataclasses import dataclass, field
 from typing import Callable, Literal
 
-from ._schema import from_dict, to_dict
-from .errors import ConfigError, UnknownModelError
-from .preprocess import HALF_MEAN, HALF_STD, PreprocessSpec
+from lugha._schema import from_dict, to_dict
+from lugha.errors import ConfigError, UnknownModelError
+from lugha.preprocess import HALF_MEAN, HALF_STD, PreprocessSpec
 
 
 @dataclass(frozen=True)

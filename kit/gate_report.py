@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from .errors import ConfigError
+from lugha.errors import ConfigError
 
 Decision = Literal["pass", "undecided", "fail"]
 GatePolicy = Literal["default", "strict"]
@@ -103,7 +103,7 @@ class AccuracyGate:
 
     def to_dict(self) -> dict:
         """Plain JSON (the manifest's form: cell fields only)."""
-        from ._schema import to_dict
+        from lugha._schema import to_dict
 
         return to_dict(self)
 

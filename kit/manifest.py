@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator, Literal
 
-from . import __version__
-from ._schema import from_dict, to_dict
-from .config import ModelConfig
-from .errors import BundleError, ChecksumError, ConfigError, MissingFileError, SchemaVersionError, UnsafePathError
-from .gate_report import AccuracyGate
-from .hashing import is_sha256_hex, sha256_file
-from .preprocess import PreprocessSpec
-from .progress import progress
-from .tokenizer import TokenizerSpec
+from lugha import __version__
+from lugha._schema import from_dict, to_dict
+from lugha.config import ModelConfig
+from lugha.errors import BundleError, ChecksumError, ConfigError, MissingFileError, SchemaVersionError, UnsafePathError
+from lugha.gate_report import AccuracyGate
+from lugha.hashing import is_sha256_hex, sha256_file
+from lugha.preprocess import PreprocessSpec
+from lugha.progress import progress
+from lugha.tokenizer import TokenizerSpec
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

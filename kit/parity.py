@@ -11,8 +11,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import LughaError
-from .manifest import TensorSpec, Tolerance
+from lugha.errors import LughaError
+from lugha.manifest import TensorSpec, Tolerance
 
 _INT_DTYPES = ("int8", "uint8")
 

@@ -11,7 +11,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .errors import ConfigError
+from lugha.errors import ConfigError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -19,7 +19,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .errors import BundleError
+from lugha.errors import BundleError
 
 SEQ_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 

@@ -13,10 +13,10 @@ from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 
-from .errors import BundleError, ConfigError, MissingDependencyError, MissingFileError
+from lugha.errors import BundleError, ConfigError, MissingDependencyError, MissingFileError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .config import ModelConfig
+    from lugha.config import ModelConfig
 
 TOKENIZER_FILE = "tokenizer.json"
 # Tried in order when neither the spec nor tokenizer.json names a padding token.

@@ -8,10 +8,10 @@
 Never imports torch: a test imports this package with ``sys.modules["torch"] = None``. Engines are
 imported when a backend is opened, so importing this package costs only numpy.
 """
-from .backends import (BACKENDS, BackendNotInstalledError, GraphInputError, GraphNotInBundleError, installed_backends,
+from lugha.runtimes.backends import (BACKENDS, BackendNotInstalledError, GraphInputError, GraphNotInBundleError, installed_backends,
                        is_installed)
-from .bundle import Bundle, LabelPackError, open_bundle
-from .index import EmbeddingIndex, l2_normalize
+from lugha.runtimes.bundle import Bundle, LabelPackError, open_bundle
+from lugha.runtimes.index import EmbeddingIndex, l2_normalize
 
 __all__ = ["open_bundle", "Bundle", "EmbeddingIndex", "l2_normalize", "BACKENDS", "installed_backends",
            "is_installed", "BackendNotInstalledError", "GraphNotInBundleError", "GraphInputError",

@@ -17,8 +17,8 @@ from typing import Mapping
 
 import numpy as np
 
-from ..errors import BundleError, ConfigError, MissingDependencyError
-from ..manifest import GraphSpec
+from lugha.errors import BundleError, ConfigError, MissingDependencyError
+from lugha.manifest import GraphSpec
 
 
 class BackendNotInstalledError(MissingDependencyError):

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import LughaError
-from ..manifest import GraphSpec, bundle_root, load_bundle_manifest
-from ..parity import compare_outputs
-from ..progress import progress
-from .backends import BACKENDS, installed_backends, is_installed, not_installed_reason
-from .torch_backend import CONFIG_REFERENCE
+from lugha.errors import LughaError
+from lugha.manifest import GraphSpec, bundle_root, load_bundle_manifest
+from lugha.parity import compare_outputs
+from lugha.progress import progress
+from lugha.runtimes.backends import BACKENDS, installed_backends, is_installed, not_installed_reason
+from lugha.runtimes.torch_backend import CONFIG_REFERENCE
 
 WORKER_TIMEOUT_S = 3600
 
@@ -95,7 +95,7 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 def measure_case(bundle: str, backend: str, precision: str, threads: int | None, batches: list[int],
                  warmup: int, repeats: int, reference: str | None = None) -> dict:
     """Open the bundle on one backend/precision and time every graph at every batch size."""
-    from .bundle import open_bundle
+    from lugha.runtimes.bundle import open_bundle
 
     rss_before = peak_rss_mb()
     start = time.perf_counter()
@@ -246,7 +246,7 @@ COLUMNS = ["graph", "batch", "backend", "precision", "p50_ms", "p90_ms", "p99_ms
 
 
 def markdown_report(report: dict) -> str:
-    from ..cli._common import format_table
+    from lugha.reports import format_table
 
     lines = [f"bundle {report['bundle']} ({report['model']}) on {report['machine']['platform']}, "
              f"{report['settings']['threads']} thread(s), {report['settings']['repeats']} repeats after "

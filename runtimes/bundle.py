@@ -15,12 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import BundleError, ConfigError
-from ..manifest import MANIFEST_NAME, BundleManifest, GraphSpec, bundle_root, check_relative_path, load_bundle_manifest
-from ..preprocess import preprocess_batch
-from .backends import (AUTO_ORDER, PRECISION_ORDER, GraphNotInBundleError, GraphSession, UnsupportedGraphError,
+from lugha.errors import BundleError, ConfigError
+from lugha.manifest import MANIFEST_NAME, BundleManifest, GraphSpec, bundle_root, check_relative_path, load_bundle_manifest
+from lugha.preprocess import preprocess_batch
+from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, GraphNotInBundleError, GraphSession, UnsupportedGraphError,
                        backend_info, import_engine, is_installed, not_installed_reason, unsupported_reason)
-from .index import EmbeddingIndex, l2_normalize
+from lugha.runtimes.index import EmbeddingIndex, l2_normalize
 
 ROLES = ("image_encoder", "text_encoder", "fusion_head")
 
@@ -98,9 +98,9 @@ def load_graph_session(root: str | os.PathLike, spec: GraphSpec, backend: str,
         raise UnsupportedGraphError(f"{spec.key} on {backend!r}: {why}")
     path = Path(root) / spec.file
     if backend == "onnxruntime":
-        from .ort_backend import load_graph
+        from lugha.runtimes.ort_backend import load_graph
     else:
-        from .litert_backend import load_graph
+        from lugha.runtimes.litert_backend import load_graph
     return load_graph(path, spec, threads=threads, backend=backend)
 
 
@@ -125,7 +125,7 @@ def open_bundle(path: str | os.PathLike, backend: str = "auto", precision: str =
         if reference is None:
             raise ConfigError("reference", "backend 'torch' rebuilds the model from a training run: pass "
                               "reference=RUN_FOLDER (or 'config' to time the untrained config)")
-        from .torch_backend import open_reference
+        from lugha.runtimes.torch_backend import open_reference
 
         vocab = _tokenizer(root, manifest).vocab_size if manifest.tokenizer else None
         sessions: dict[str, GraphSession] = dict(open_reference(reference, manifest, threads, vocab))
@@ -138,7 +138,7 @@ def open_bundle(path: str | os.PathLike, backend: str = "auto", precision: str =
 
 
 def _tokenizer(root: Path, manifest: BundleManifest):
-    from ..tokenizer import load_tokenizer
+    from lugha.tokenizer import load_tokenizer
 
     return load_tokenizer(root / manifest.tokenizer.file, manifest.tokenizer)
 

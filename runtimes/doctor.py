@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from .._schema import to_dict
-from .backends import AUTO_ORDER, BACKENDS
+from lugha._schema import to_dict
+from lugha.runtimes.backends import AUTO_ORDER, BACKENDS
 
 OK, WARN, FAIL, INFO = "ok", "warn", "fail", "info"
 

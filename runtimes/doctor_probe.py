@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
-from .backends import AUTO_ORDER, BACKENDS
-from .doctor import BackendProbe, BundleFacts, MachineFacts, parse_cpuinfo, parse_meminfo
+from lugha.runtimes.backends import AUTO_ORDER, BACKENDS
+from lugha.runtimes.doctor import BackendProbe, BundleFacts, MachineFacts, parse_cpuinfo, parse_meminfo
 
 DISTRIBUTIONS = {"onnxruntime": "onnxruntime", "litert": "ai-edge-litert", "tflite": "tflite-runtime"}
 
@@ -97,13 +97,13 @@ def installed_wheels(dists=("onnxruntime", "ai-edge-litert", "tflite-runtime", "
 
 def bundle_facts(path: str | os.PathLike) -> BundleFacts:
     """The manifest, every file's SHA-256 verified; a zip is extracted to a temporary folder first."""
-    from ..errors import LughaError
-    from ..manifest import load_bundle_manifest
+    from lugha.errors import LughaError
+    from lugha.manifest import load_bundle_manifest
 
     src, tmp = Path(path), None
     try:
         if src.is_file() and src.suffix == ".zip":
-            from .bundle import extract_bundle
+            from lugha.runtimes.bundle import extract_bundle
 
             tmp, src = extract_bundle(src)
         m = load_bundle_manifest(src, verify=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import ConfigError, DataError
+from lugha.errors import ConfigError, DataError
 
 PRECISIONS = ("float32", "int8")
 _FORMAT = 1

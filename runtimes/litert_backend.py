@@ -12,13 +12,13 @@ import os
 
 import numpy as np
 
-from ..errors import BundleError
-from ..manifest import GraphSpec
-from ..tflite_io import SignatureSet, Variant
+from lugha.errors import BundleError
+from lugha.manifest import GraphSpec
+from lugha.tflite_io import SignatureSet, Variant
 # Re-exported under their old private names (tests/test_runtimes_litert.py imports them from here).
-from ..tflite_io import dequantize as _dequantize, fit_length as _fit_length, match_names as _match  # noqa: F401
-from ..tflite_io import quantize as _quantize  # noqa: F401
-from .backends import GraphInputError, GraphSession, import_engine
+from lugha.tflite_io import dequantize as _dequantize, fit_length as _fit_length, match_names as _match  # noqa: F401
+from lugha.tflite_io import quantize as _quantize  # noqa: F401
+from lugha.runtimes.backends import GraphInputError, GraphSession, import_engine
 
 
 class TfliteSession(GraphSession):

@@ -5,9 +5,9 @@ import os
 
 import numpy as np
 
-from ..errors import BundleError
-from ..manifest import GraphSpec
-from .backends import GraphSession, import_engine
+from lugha.errors import BundleError
+from lugha.manifest import GraphSpec
+from lugha.runtimes.backends import GraphSession, import_engine
 
 
 def providers(ort) -> list[str]:

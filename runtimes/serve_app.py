@@ -18,11 +18,11 @@ import hashlib
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from ..errors import LughaError
-from .serve_db import FeedbackDB
-from .serve_engine import FieldEngine
-from .serve_handler import FieldHandler
-from .serve_security import CsrfGuard, PinGate, RateLimiter, UploadPolicy
+from lugha.errors import LughaError
+from lugha.runtimes.serve_db import FeedbackDB
+from lugha.runtimes.serve_engine import FieldEngine
+from lugha.runtimes.serve_handler import FieldHandler
+from lugha.runtimes.serve_security import CsrfGuard, PinGate, RateLimiter, UploadPolicy
 
 STATIC = Path(__file__).with_name("static")
 VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "tokenizers.min.mjs")
@@ -66,7 +66,7 @@ class FieldApp:
         self.ui_languages = sorted(p.stem for p in (STATIC / "i18n").glob("*.json"))
 
     def config(self, tester_lang: str | None) -> dict:
-        from ..data.langcodes import language_name
+        from lugha.langcodes import language_name
 
         def name(code: str) -> str:
             try:
@@ -110,7 +110,7 @@ def make_server(app: FieldApp, host: str = "127.0.0.1", port: int = 8080, certfi
     """A bound server (port 0 picks a free one: ``server.server_address``); call ``serve_forever()``."""
     server = FieldServer((host, port), app)
     if certfile:  # a secure context: phones only run service workers (offline mode) over https or localhost
-        from .serve_tls import server_context
+        from lugha.runtimes.serve_tls import server_context
 
         # the handshake happens in the request's thread (first read), under the handler's timeout: a slow
         # or silent client never holds up accept()

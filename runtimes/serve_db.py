@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..errors import DataError
+from lugha.errors import DataError
 
 SCHEMA_VERSION = 1
 CONSENT_VERSION = 1  # bump when the consent text changes, so old consents can be told apart

@@ -19,12 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import DataError
-from ..manifest import GraphSpec, resolve_in_bundle
-from ..paths import lugha_home
-from ..progress import progress
-from .bundle import Bundle, open_bundle
-from .index import EmbeddingIndex
+from lugha.errors import DataError
+from lugha.manifest import GraphSpec, resolve_in_bundle
+from lugha.paths import lugha_home
+from lugha.progress import progress
+from lugha.runtimes.bundle import Bundle, open_bundle
+from lugha.runtimes.index import EmbeddingIndex
 
 GALLERY_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 THUMB_SIDE = 480  # enough for a phone's result grid, ~30 KB per JPEG over a slow hotspot
@@ -127,7 +127,7 @@ class FieldEngine:
     def index_gallery(self, folder: Path) -> None:
         """Embed every gallery image once; the index is cached on disk under a key of the image graph and
         the files' names, sizes and times, so a restart of the Pi costs a file read, not a re-embedding."""
-        from .serve_security import RequestRejected, decode_upload
+        from lugha.runtimes.serve_security import RequestRejected, decode_upload
 
         if not folder.is_dir():
             raise DataError(f"--gallery {folder}: not a folder")
@@ -172,7 +172,7 @@ class FieldEngine:
         if item_id not in self._thumbs:
             from PIL import Image
 
-            from ..preprocess import to_rgb
+            from lugha.preprocess import to_rgb
 
             with Image.open(item.path) as im:
                 im.thumbnail((THUMB_SIDE, THUMB_SIDE))
@@ -228,7 +228,7 @@ class FieldEngine:
 
     def _phone_text_info(self) -> dict:
         """What text -> image search on the phone needs: the text graph, tokenizer.json and its spec."""
-        from .._schema import to_dict
+        from lugha._schema import to_dict
 
         tg, spec = self.phone_text_graph, self.bundle.manifest.tokenizer
         if tg is None or spec is None:

@@ -1,7 +1,7 @@
 """Turn the field app's judgments into the next training round's data, and into a report of how the
 model looked to native speakers next to how it looked to the automatic metric.
 
-Export rules (one :class:`lugha.data.records.Record` per usable judgment):
+Export rules (one :class:`lugha.records.Record` per usable judgment):
   - a better caption typed by the tester -> a new pair (the photo or gallery image, that caption);
   - a result judged correct and not judged culturally inappropriate -> a confirmed pair
     (photo, label) for photo queries, (gallery image, the typed query) for text queries;
@@ -17,9 +17,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..data.records import Record, write_manifest
-from ..manifest import BundleManifest
-from .serve_db import FeedbackDB
+from lugha.records import Record, write_manifest
+from lugha.manifest import BundleManifest
+from lugha.runtimes.serve_db import FeedbackDB
 
 IMAGES_DIR = "feedback_images"
 # The automatic metric each kind of judgment is compared with (first one the manifest has).
@@ -62,7 +62,7 @@ def export_feedback(db: FeedbackDB | str | os.PathLike, out: str | os.PathLike) 
         if row["mode"] == "image":
             name = src.name  # already content-addressed (<sha256>.jpg)
         else:
-            from ..hashing import sha256_file
+            from lugha.hashing import sha256_file
 
             name = f"{sha256_file(src)}{src.suffix.lower()}"
         images.mkdir(parents=True, exist_ok=True)

@@ -15,12 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ..errors import LughaError
-from .serve_security import (CsrfGuard, RequestRejected, check_request_type, check_same_origin, decode_upload,
+from lugha.errors import LughaError
+from lugha.runtimes.serve_security import (CsrfGuard, RequestRejected, check_request_type, check_same_origin, decode_upload,
                              host_allowed, reencode)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .serve_app import FieldApp
+    from lugha.runtimes.serve_app import FieldApp
 
 COOKIE = "lugha_sid"
 MAX_JSON = 64 * 1024
@@ -269,7 +269,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         return sid, lang  # type: ignore[return-value]
 
     def post_consent(self, query) -> None:
-        from ..data.langcodes import normalize_lang
+        from lugha.langcodes import normalize_lang
 
         data = self._json_body()
         if data.get("agree") is not True:
@@ -360,7 +360,7 @@ class FieldHandler(BaseHTTPRequestHandler):
 
     def post_admin_stats(self, query) -> None:
         self._admin()
-        from .serve_feedback import feedback_report
+        from lugha.runtimes.serve_feedback import feedback_report
 
         report = feedback_report(self.app.db, self.app.engine.bundle.manifest, self.app.engine.bundle.precision)
         self._json({"counts": self.app.db.counts(), "report": report})

@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from ..errors import LughaError
+from lugha.errors import LughaError
 
 # Magic numbers -> Pillow format name. HEIC/AVIF are left out: Pillow cannot decode them without plugins.
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
@@ -94,7 +94,7 @@ def decode_upload(data: bytes, policy: UploadPolicy = UploadPolicy()):
     except Exception as e:  # OSError "image file is truncated", SyntaxError, ValueError from a bad chunk
         raise RequestRejected(400, f"{fmt} image cannot be decoded ({str(e).splitlines()[0][:80] or type(e).__name__})"
                               ) from None
-    from ..preprocess import to_rgb
+    from lugha.preprocess import to_rgb
 
     return to_rgb(im), fmt
 

@@ -18,7 +18,7 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import ConfigError, MissingDependencyError
+from lugha.errors import ConfigError, MissingDependencyError
 
 CA_DAYS = 3650
 SERVER_DAYS = 397  # browsers refuse server certificates valid for longer than 398 days

@@ -17,9 +17,9 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import BundleError
-from ..manifest import BundleManifest, GraphSpec
-from .backends import GraphSession, import_engine
+from lugha.errors import BundleError
+from lugha.manifest import BundleManifest, GraphSpec
+from lugha.runtimes.backends import GraphSession, import_engine
 
 CONFIG_REFERENCE = "config"
 

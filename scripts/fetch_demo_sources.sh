@@ -42,7 +42,7 @@ else
   npm install --prefix "$NODE_PREFIX" --save-exact --no-audit --no-fund --ignore-scripts --loglevel=error \
     "cldr-annotations-full@$CLDR_VERSION"
 fi
-# 3. CLDR emoji group names per language (cldr-misc-full): the test that checks kit/data/group_names.py
+# 3. CLDR emoji group names per language (cldr-misc-full): the test that checks data/group_names.py
 #    against the source reads them (the demo itself uses the table in the package).
 MISC_PKG="$NODE_PREFIX/node_modules/cldr-misc-full/package.json"
 have=$(sed -n 's/^ *"version": *"\([^"]*\)".*/\1/p' "$MISC_PKG" 2>/dev/null | head -n1 || true)
@@ -51,4 +51,4 @@ if [ "$have" != "$CLDR_VERSION" ]; then
   npm install --prefix "$NODE_PREFIX" --save-exact --no-audit --no-fund --ignore-scripts --loglevel=error \
     "cldr-annotations-full@$CLDR_VERSION" "cldr-misc-full@$CLDR_VERSION"
 fi
-say "ready: lugha data demo --out data/demo"
+say "ready: lugha data demo --out datasets/demo"

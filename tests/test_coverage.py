@@ -8,7 +8,7 @@ import pytest
 
 from lugha.cli import main
 from lugha.data.coverage import coverage_report, resolve_tokenizer
-from lugha.data.records import Record, write_manifest
+from lugha.records import Record, write_manifest
 from lugha.data.scripts import detect_script, script_counts
 from lugha.errors import DataError
 

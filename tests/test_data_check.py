@@ -13,7 +13,7 @@ from PIL import Image
 import bad_images as bi
 from lugha.cli import main
 from lugha.data.check import KINDS, CheckOptions, check_manifest
-from lugha.data.records import read_manifest
+from lugha.records import read_manifest
 from lugha.errors import DataError
 
 MODE_FIXES = {"mode_cmyk": bi.cmyk_jpeg, "mode_16bit": bi.png_16bit, "mode_palette": bi.palette_png_transparent,

@@ -12,7 +12,7 @@ from PIL import Image
 from lugha.cli import main
 from lugha.data import demo, read_manifest
 from lugha.data import emoji_sources as src
-from lugha.data.records import SPLITS
+from lugha.records import SPLITS
 from lugha.errors import DataError, MissingDependencyError
 
 

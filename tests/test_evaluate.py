@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from lugha.data.records import Record, write_manifest
+from lugha.records import Record, write_manifest
 from lugha.training.evaluate import (chance_recall, evaluate_embeddings, hits_at_k, label_accuracy, label_hits,
                                      recall_at_k, retention, retrieval_metrics, summarise)
 

@@ -16,7 +16,7 @@ pytest.importorskip("onnxruntime")
 from lugha.cli import main  # noqa: E402
 from lugha.errors import ConfigError  # noqa: E402
 from lugha.export.gates import accuracy_cells, blocking, summarize_failures  # noqa: E402
-from lugha.data.records import read_manifest  # noqa: E402
+from lugha.records import read_manifest  # noqa: E402
 from lugha.manifest import load_bundle_manifest  # noqa: E402
 from lugha.parity import assert_parity  # noqa: E402
 
@@ -181,7 +181,7 @@ def memorized_run(tmp_path_factory):
     import dataclasses
 
     from lugha.data import demo
-    from lugha.data.records import read_manifest, write_manifest
+    from lugha.records import read_manifest, write_manifest
     from lugha.training.train_config import load_train_config
     from lugha.training.trainer import train
 
@@ -209,7 +209,7 @@ def _held_out_ids(manifest, run, lang: str, texts: list[str] | None = None) -> s
     """Token ids that ``texts`` (default: ``lang``'s held-out texts and label names) use and nothing else
     does: no other held-out text or label name, no golden row (the first test row of each language). Changing
     their embedding rows moves those texts alone and leaves parity intact."""
-    from lugha.data.records import read_manifest
+    from lugha.records import read_manifest
     from lugha.export.source import load_run_source
     from lugha.training.evaluate import load_label_names
 

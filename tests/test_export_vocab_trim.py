@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from lugha.data.records import read_manifest  # noqa: E402
+from lugha.records import read_manifest  # noqa: E402
 from lugha.export.vocab_trim import VocabTrimError, ids_to_keep, trim_source, trim_tokenizer_json  # noqa: E402
 
 

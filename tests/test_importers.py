@@ -11,8 +11,8 @@ from PIL import Image
 
 from lugha.cli import main
 from lugha.data.importers import ImportOptions, get_importer
-from lugha.data.langcodes import UnknownLanguageError
-from lugha.data.records import read_manifest
+from lugha.langcodes import UnknownLanguageError
+from lugha.records import read_manifest
 from lugha.data.split import assign_splits
 from lugha.errors import DataError
 

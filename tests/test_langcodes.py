@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lugha.errors import DataError
-from lugha.data.langcodes import (
+from lugha.langcodes import (
     KNOWN_LANGS, LUGHA_LANGS, XM3600_LANGS, LangNormalizer, UnknownLanguageError, language_name, normalize_lang,
     normalize_langs,
 )

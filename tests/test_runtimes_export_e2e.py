@@ -66,7 +66,7 @@ def test_every_graph_matches_golden_on_its_backend(exported):
 
 
 def _records(manifest: Path, n: int = 6):
-    from lugha.data.records import read_manifest
+    from lugha.records import read_manifest
 
     rows = [r for r in read_manifest(manifest) if r.lang in LANGS][:n]
     return [r.image_path(manifest.parent) for r in rows], [r.text for r in rows]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from lugha.data.records import read_manifest
+from lugha.records import read_manifest
 from lugha.runtimes.serve_db import FeedbackDB
 from test_serve_api import field_bundle, photo  # noqa: F401 (fixture)
 

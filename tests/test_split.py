@@ -7,7 +7,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from lugha.cli import main
-from lugha.data.records import Record, read_manifest, write_manifest
+from lugha.records import Record, read_manifest, write_manifest
 from lugha.data.split import assign_splits, parse_ratios, split_counts
 from lugha.errors import DataError
 

@@ -9,7 +9,7 @@ import torch
 import pytest
 from PIL import Image
 
-from lugha.data.records import Record, write_manifest
+from lugha.records import Record, write_manifest
 from lugha.errors import DataError
 from lugha.preprocess import PreprocessSpec, preprocess_image
 from lugha.training.data import (ImageStore, PairSet, PixelDataset, epoch_batches, image_batches, make_loader,

@@ -14,8 +14,8 @@ from torch import nn
 from lugha.config import AdapterConfig
 from lugha.errors import ConfigError, LughaError
 
-from .prototype import PrototypeHead
-from .towers import pointwise_conv_names
+from lugha.training.prototype import PrototypeHead
+from lugha.training.towers import pointwise_conv_names
 
 KINDS = ("lora", "projection", "prototype")
 # Same projection, different names per architecture: BERT/XLM-R, DistilBERT, LLaMA-style.

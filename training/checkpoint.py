@@ -26,7 +26,7 @@ import numpy as np
 from lugha.config import ModelConfig
 from lugha.errors import ConfigError, LughaError
 
-from .train_config import TrainConfig, dump_yaml, load_train_config
+from lugha.training.train_config import TrainConfig, dump_yaml, load_train_config
 
 
 class CheckpointError(LughaError):
@@ -135,9 +135,9 @@ def build_for_training(train_cfg: TrainConfig, model_cfg: ModelConfig):
     towers (frozen, hence never saved) come out identical when a run is evaluated or resumed."""
     import torch
 
-    from .adapters import apply_adapter
-    from .model import build_model, load_text_tokenizer
-    from .optim import torch_threads
+    from lugha.training.adapters import apply_adapter
+    from lugha.training.model import build_model, load_text_tokenizer
+    from lugha.training.optim import torch_threads
 
     key = json.dumps(model_cfg.to_dict(), sort_keys=True)
     if key not in _TOKENIZERS:  # reading a 250k-piece tokenizer.json takes seconds; it is read-only after
@@ -163,8 +163,8 @@ def tokenizer_vocab_size(tok) -> int | None:
 
 def load_run_model(run_dir: str | os.PathLike, which: str = "best"):
     """(model with trained tensors loaded, tokenizer, model config, train config, checkpoint folder)."""
-    from .adapters import load_trainable_state_dict
-    from .feature_cache import frozen_weights_digest
+    from lugha.training.adapters import load_trainable_state_dict
+    from lugha.training.feature_cache import frozen_weights_digest
 
     folder = find_checkpoint(run_dir, which)
     train_cfg = load_train_config(folder / TRAIN_CONFIG)
@@ -183,7 +183,7 @@ def init_trainable_from(model, run_dir: str | os.PathLike, model_cfg: ModelConfi
     ones; what is not taken over is named in the returned message, never dropped silently."""
     import torch
 
-    from .adapters import trainable_state_dict
+    from lugha.training.adapters import trainable_state_dict
 
     folder = find_checkpoint(run_dir, "best")
     theirs_cfg = json.loads((folder / MODEL_CONFIG).read_text(encoding="utf-8"))

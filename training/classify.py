@@ -19,8 +19,8 @@ import numpy as np
 
 from lugha.errors import ConfigError, DataError
 
-from .feature_cache import FeatureCache, eval_mode
-from .fusion import HeadData, cache_features, project_features
+from lugha.training.feature_cache import FeatureCache, eval_mode
+from lugha.training.fusion import HeadData, cache_features, project_features
 
 # What accuracy_report averages over languages: the names loop.keep_best can pick.
 METRICS = ("mean_acc", "mean_acc_image_only", "mean_acc_text_only", "mean_majority_acc")
@@ -28,7 +28,7 @@ METRICS = ("mean_acc", "mean_acc_image_only", "mean_acc_text_only", "mean_majori
 
 def labelled_pairs(manifest, split: str, languages, label_field: str):
     """A :class:`~lugha.training.data.PairSet` of the rows that carry ``label_field``, with ``.labels``."""
-    from .data import PairSet
+    from lugha.training.data import PairSet
 
     pairs = PairSet(manifest, split, languages)
     keep = [i for i, r in enumerate(pairs.records) if getattr(r, label_field)]
@@ -45,7 +45,7 @@ def labelled_pairs(manifest, split: str, languages, label_field: str):
 
 def head_batches(data: HeadData, batch_size: int, seed: int, epoch: int, balance_languages: bool = False):
     """Rows of one epoch in batches, a pure function of (seed, epoch); unlabelled rows never train."""
-    from .data import epoch_batches
+    from lugha.training.data import epoch_batches
 
     rows = np.flatnonzero(data.labels >= 0)
     batches = epoch_batches(data.langs[rows], [data.groups[i] for i in rows], batch_size, seed, epoch,
@@ -137,7 +137,7 @@ def load_features_for(model, model_cfg, tokenizer, manifest, split, languages, l
     """(labelled pairs, cached features) of one split for a head of ``kind``. ``digest``: the model's
     :func:`~lugha.training.feature_cache.frozen_weights_digest` with its adapter as applied (projections
     still trainable), so a retrieval run of the same model and data shares the pooled caches."""
-    from .data import ImageStore
+    from lugha.training.data import ImageStore
 
     pairs = labelled_pairs(manifest, split, languages, label_field)
     store = ImageStore(pairs.image_paths, model_cfg.preprocess, cache_dir, image_cache)
@@ -163,11 +163,11 @@ class ClassifyRun:
 
         import torch
 
-        from . import checkpoint as ckpt
-        from .feature_cache import frozen_weights_digest
-        from .fusion import build_head
-        from .optim import autocast_for, make_optimizer, make_scheduler, pick_device
-        from .run_log import RunLog
+        from lugha.training import checkpoint as ckpt
+        from lugha.training.feature_cache import frozen_weights_digest
+        from lugha.training.fusion import build_head
+        from lugha.training.optim import autocast_for, make_optimizer, make_scheduler, pick_device
+        from lugha.training.run_log import RunLog
 
         self.cfg, self.run_dir, self.say = cfg, run_dir, say
         cc, dc, rt = cfg.classify, cfg.data, cfg.runtime
@@ -228,7 +228,7 @@ class ClassifyRun:
             self.head.prepare(self.train)
             torch.manual_seed(rt.seed)
         self.log = RunLog(run_dir, self.pos["step"] if resume else None, say)
-        from .fusion import count_head_parameters
+        from lugha.training.fusion import count_head_parameters
 
         say(f"{cc.head} fusion head: {count_head_parameters(self.head):,} trainable parameters, "
             f"{len(self.classes)} classes ({cc.label_field}), {len(self.train)} training rows")
@@ -246,7 +246,7 @@ class ClassifyRun:
         return better
 
     def save(self, best_too: bool) -> None:
-        from . import checkpoint as ckpt
+        from lugha.training import checkpoint as ckpt
 
         cc = self.cfg.classify
         meta = {"step": self.pos["step"], "epoch": self.pos["step"] // self.per_epoch, "frozen_digest": self.digest,
@@ -262,7 +262,7 @@ class ClassifyRun:
     def fit(self, stop_after_steps: int | None = None):
         import time
 
-        from .trainer import TrainResult
+        from lugha.training.trainer import TrainResult
 
         lp, dc, pos, seconds, t0 = self.cfg.loop, self.cfg.data, self.pos, [], time.perf_counter()
         stopped = "done" if self.total == lp.epochs * self.per_epoch else "max_steps"
@@ -301,7 +301,7 @@ def head_state(tensors: dict) -> dict:
 def load_frozen_model(cfg):
     """(model, tokenizer, model config) under a classify head, every parameter frozen: the ``init_from``
     retrieval run's best checkpoint, or the config's model as built."""
-    from . import checkpoint as ckpt
+    from lugha.training import checkpoint as ckpt
 
     if cfg.classify.init_from:
         model, tok, model_cfg, _, _ = ckpt.load_run_model(cfg.classify.init_from, "best")
@@ -315,9 +315,9 @@ def load_classify_parts(run_dir, which: str = "best"):
     """(model with ``model.fusion_head`` loaded, classes, tokenizer, train config, checkpoint folder,
     feature-cache digest). The digest is taken as training took it (before everything froze), so an
     evaluation reads the features the run cached."""
-    from . import checkpoint as ckpt
-    from .feature_cache import frozen_weights_digest
-    from .fusion import build_head
+    from lugha.training import checkpoint as ckpt
+    from lugha.training.feature_cache import frozen_weights_digest
+    from lugha.training.fusion import build_head
 
     folder = ckpt.find_checkpoint(run_dir, which)
     cfg = ckpt.load_train_config(folder / ckpt.TRAIN_CONFIG)
@@ -345,7 +345,7 @@ def load_classify_run(run_dir, which: str = "best"):
 
 def is_classify_run(run_dir, which: str = "best") -> bool:
     """Whether ``RUN/<which>`` was trained with ``task: classify`` (reads its config only)."""
-    from . import checkpoint as ckpt
+    from lugha.training import checkpoint as ckpt
 
     folder = ckpt.find_checkpoint(run_dir, which)
     return ckpt.load_train_config(folder / ckpt.TRAIN_CONFIG).task == "classify"

@@ -20,7 +20,7 @@ MISSING_KEYS = ("acc_image_only", "acc_text_only")
 
 def _train_labels(cfg, classes: list[str]) -> np.ndarray | None:
     """Class indices of the run's training rows (for the majority-class baseline); None if unreadable."""
-    from .classify import labelled_pairs
+    from lugha.training.classify import labelled_pairs
 
     try:
         pairs = labelled_pairs(cfg.data.manifest, cfg.data.train_split, cfg.data.languages, cfg.classify.label_field)
@@ -36,9 +36,9 @@ def evaluate_classify_run(run_dir: str | os.PathLike, manifest: str | os.PathLik
     """Report of ``RUN/<checkpoint>``'s fusion head on ``split`` of ``manifest`` (the run's own by default):
     ``languages`` (per language ``acc``, ``n``, ``majority_acc``, and ``acc_image_only`` / ``acc_text_only``
     when ``skips_missing``) and ``mean`` (unweighted over languages, ``mean_<key>``)."""
-    from .classify import accuracy_report, load_classify_parts, load_features_for
-    from .fusion import project_features
-    from .optim import autocast_for, pick_device, torch_threads
+    from lugha.training.classify import accuracy_report, load_classify_parts, load_features_for
+    from lugha.training.fusion import project_features
+    from lugha.training.optim import autocast_for, pick_device, torch_threads
 
     model, classes, tok, cfg, folder, digest = load_classify_parts(run_dir, checkpoint)
     cc, dc = cfg.classify, cfg.data

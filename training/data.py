@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from lugha.data.records import Record, read_manifest
+from lugha.records import Record, read_manifest
 from lugha.errors import DataError
 from lugha.paths import lugha_home
 from lugha.preprocess import PreprocessSpec, normalize, resize_pil

@@ -186,7 +186,7 @@ def embed_pairs(model, pairs, store, tokenizer, batch_size: int, device, autocas
     ``image_features`` / ``text_features``: cached tower outputs; only the projection then runs."""
     import torch
 
-    from .feature_cache import compute_image_features, compute_text_features, eval_mode
+    from lugha.training.feature_cache import compute_image_features, compute_text_features, eval_mode
 
     def project(feats_iter, proj) -> np.ndarray:
         out = []
@@ -210,7 +210,7 @@ def text_encoder(model, tokenizer, batch_size: int, device, autocast) -> Callabl
     """``texts -> embeddings`` for label prompts."""
     import torch
 
-    from .feature_cache import compute_text_features, eval_mode
+    from lugha.training.feature_cache import compute_text_features, eval_mode
 
     def encode(texts: list[str]) -> np.ndarray:
         with eval_mode(model), torch.no_grad():
@@ -226,8 +226,8 @@ def evaluate_run(run_dir: str | os.PathLike, manifest: str | os.PathLike | None 
                  device: str = "auto", cache_dir: str | None = None, items: bool = False) -> dict:
     """Load ``RUN/<checkpoint>`` and evaluate it on ``split`` of ``manifest`` (the run's own by default);
     ``items``: with the per-item hits (:func:`evaluate_embeddings`)."""
-    from .checkpoint import load_run_model
-    from .optim import torch_threads
+    from lugha.training.checkpoint import load_run_model
+    from lugha.training.optim import torch_threads
 
     model, tokenizer, model_cfg, train_cfg, ckpt = load_run_model(run_dir, checkpoint)
     with torch_threads(train_cfg.runtime.threads):
@@ -237,8 +237,8 @@ def evaluate_run(run_dir: str | os.PathLike, manifest: str | os.PathLike | None 
 
 def _evaluate_loaded(model, tokenizer, model_cfg, train_cfg, ckpt, run_dir, manifest, split, languages,
                      batch_size, device, cache_dir, items=False) -> dict:
-    from .data import ImageStore, PairSet
-    from .optim import autocast_for, pick_device
+    from lugha.training.data import ImageStore, PairSet
+    from lugha.training.optim import autocast_for, pick_device
 
     dev = pick_device(device if device != "auto" else train_cfg.runtime.device)
     model.to(dev)

@@ -26,7 +26,7 @@ import numpy as np
 
 from lugha.paths import lugha_home
 
-from .data import ImageStore, image_batches
+from lugha.training.data import ImageStore, image_batches
 
 
 def frozen_weights_digest(model) -> str:

@@ -34,9 +34,9 @@ from torch import nn
 
 from lugha.errors import ConfigError
 
-from .feature_cache import (FeatureCache, compute_image_features, compute_text_features, eval_mode,
+from lugha.training.feature_cache import (FeatureCache, compute_image_features, compute_text_features, eval_mode,
                             image_inputs_key, text_inputs_key)
-from .prototype import PrototypeHead, fuse
+from lugha.training.prototype import PrototypeHead, fuse
 
 HEAD_KINDS = ("early", "late", "xattn", "prototype")
 MISSING = (None, "image", "text")
@@ -295,7 +295,7 @@ def _token_blocks(model, tokenizer, texts, batch_size, device, autocast, max_tok
 def _grid_blocks(model, store, batch_size, device, autocast, grid: int, pooled: list):
     """The last feature map pooled to ``grid`` x ``grid`` patches [B, grid*grid * C] (patch-major),
     appending the pooled features of the same map (the tower's own head) to ``pooled``."""
-    from .data import image_batches
+    from lugha.training.data import image_batches
 
     with eval_mode(model), torch.no_grad():
         for pixels in image_batches(store, batch_size):

@@ -14,9 +14,9 @@ from torch import nn
 
 from lugha.config import ModelConfig
 
-from . import losses
-from .text_tower import TextTower, TorchTokenizer, build_text_tower, load_text_tokenizer
-from .towers import ImageTower, build_image_tower, expected_normalization
+from lugha.training import losses
+from lugha.training.text_tower import TextTower, TorchTokenizer, build_text_tower, load_text_tokenizer
+from lugha.training.towers import ImageTower, build_image_tower, expected_normalization
 
 
 class ProjectionHead(nn.Module):

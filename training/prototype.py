@@ -16,7 +16,7 @@ from torch import nn
 
 from lugha.errors import DataError
 
-from .losses import scale_from_log
+from lugha.training.losses import scale_from_log
 
 FUSED_PARTS = 5
 

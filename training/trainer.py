@@ -23,15 +23,15 @@ import numpy as np
 
 from lugha.errors import ConfigError
 
-from . import checkpoint as ckpt
-from .data import (ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader, pad_to_bucket,
+from lugha.training import checkpoint as ckpt
+from lugha.training.data import (ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader, pad_to_bucket,
                    to_model_input)
-from .evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
-from .feature_cache import (FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest,
+from lugha.training.evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
+from lugha.training.feature_cache import (FeatureCache, compute_image_features, compute_text_features, frozen_weights_digest,
                             image_inputs_key, text_inputs_key)
-from .optim import autocast_for, make_optimizer, make_scheduler, pick_device, torch_threads
-from .run_log import RunLog
-from .train_config import TrainConfig, diff_configs, load_train_config, resolve_paths
+from lugha.training.optim import autocast_for, make_optimizer, make_scheduler, pick_device, torch_threads
+from lugha.training.run_log import RunLog
+from lugha.training.train_config import TrainConfig, diff_configs, load_train_config, resolve_paths
 
 
 @dataclass
@@ -121,7 +121,7 @@ class Trainer:
         self.digest = frozen_weights_digest(self.model)
         if not resume:
             ckpt.write_configs(run_dir, cfg, self.model_cfg)
-        from .adapters import count_parameters
+        from lugha.training.adapters import count_parameters
 
         n_train, n_total = count_parameters(self.model)
         say(f"model {self.model_cfg.name} ({self.model_cfg.adapter.kind}): {n_train:,} trainable of "
@@ -187,7 +187,7 @@ class Trainer:
         return feats
 
     def _restore(self) -> None:
-        from .adapters import load_trainable_state_dict
+        from lugha.training.adapters import load_trainable_state_dict
 
         folder = ckpt.find_checkpoint(self.run_dir, "last")
         trainable, meta, state = ckpt.load_checkpoint(folder)
@@ -290,7 +290,7 @@ class Trainer:
             self._pending.clear()
 
     def save(self, best_too: bool) -> None:
-        from .adapters import trainable_state_dict
+        from lugha.training.adapters import trainable_state_dict
 
         self._flush_losses()  # the checkpoint's position carries the epoch's losses so far
 
@@ -387,7 +387,7 @@ def train(cfg: TrainConfig | None, run_dir, resume: bool = False, stop_after_ste
     cfg = prepare_run(cfg, run_dir, resume)
     with torch_threads(cfg.runtime.threads):
         if cfg.task == "classify":  # a fusion head on the frozen towers: lugha.training.classify
-            from .classify import train_classify
+            from lugha.training.classify import train_classify
 
             return train_classify(cfg, run_dir, resume, stop_after_steps, show_progress, say)
         return Trainer(cfg, run_dir, resume, show_progress, say).fit(stop_after_steps)

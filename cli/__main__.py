@@ -1,0 +1,5 @@
+import sys
+
+from lugha.cli import main
+
+sys.exit(main())
