@@ -1,6 +1,7 @@
-"""Datasets: the JSONL manifest, the demo data, importers, validation, splits and tokenizer coverage.
+"""Dataset tooling (``data/``, one floor above the contract): the demo data, importers, validation, splits
+and tokenizer coverage. The record format itself is contract (:mod:`lugha.records`), re-exported here.
 
-Stdlib + numpy + Pillow only (the kit's rule), so data can be checked on the machine that collected it.
+Torch-free (stdlib + numpy + Pillow), so data can be checked on the machine that collected it.
 """
 from lugha.records import Record, read_manifest, write_manifest
 

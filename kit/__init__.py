@@ -1,7 +1,7 @@
 """lugha: image-text models for low-resource languages, from a workstation GPU to an offline phone.
 
 This package (``kit/`` in the repository) is the contract shared by the GPU side and the device side:
-configs, bundle manifest, pre-processing, tokenizer spec, datasets and the CLI. It imports only the
+configs, bundle manifest, dataset records, pre-processing, tokenizer spec, errors and reports. It imports only the
 standard library, numpy and Pillow (``tokenizers`` lazily), so it runs on a Raspberry Pi.
 """
 __version__ = "0.1.0"
