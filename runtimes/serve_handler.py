@@ -1,6 +1,6 @@
 """The field app's request handler: routing, the checks every request passes (Host, path, rate limit;
 same-origin + CSRF for POSTs), static files from the allowlist, and the JSON API. State lives on the
-server's :class:`lugha.runtimes.serve_app.FieldApp`; the routes are listed in serve_app's docstring."""
+server's :class:`lugha.runtimes.serve_context.FieldApp`; the routes are listed in serve_app's docstring."""
 from __future__ import annotations
 
 import hashlib
@@ -20,7 +20,7 @@ from lugha.runtimes.serve_security import (CsrfGuard, RequestRejected, check_req
                              host_allowed, reencode)
 
 if TYPE_CHECKING:  # pragma: no cover
-    from lugha.runtimes.serve_app import FieldApp
+    from lugha.runtimes.serve_context import FieldApp
 
 COOKIE = "lugha_sid"
 MAX_JSON = 64 * 1024
@@ -179,7 +179,7 @@ class FieldHandler(BaseHTTPRequestHandler):
                 raise RequestRejected(404, f"no POST route {path}")
             return self._static(path)
         except RequestRejected as e:
-            headers = {"Retry-After": "1"} if e.status == 429 else None
+            headers = {"Retry-After": "1"} if e.status in (429, 503) else None
             return self._error(e.status, str(e), headers)
         except LughaError as e:  # a bad language, no gallery, no label pack...: the request's fault, said plainly
             return self._error(400, str(e))
@@ -278,11 +278,9 @@ class FieldHandler(BaseHTTPRequestHandler):
         self.app.db.record_consent(self._session(), tester_lang)  # type: ignore[arg-type]
         self._json({"consent": tester_lang})
 
-    def _upload(self, query):
+    def _upload_body(self) -> bytes:
         check_request_type(self.headers.get("Content-Type"))
-        data = self._body(self.app.policy.max_bytes)
-        image, fmt = decode_upload(data, self.app.policy)
-        return data, image, fmt
+        return self._body(self.app.policy.max_bytes)
 
     def _store(self, image, fmt: str) -> str | None:
         sid = self._session()
@@ -297,10 +295,12 @@ class FieldHandler(BaseHTTPRequestHandler):
         if not k_text.isdigit():
             raise RequestRejected(400, f"k: expected a whole number, got {k_text[:20]!r}")
         k = min(int(k_text), 50) or None
-        _, image, fmt = self._upload(query)
-        emb = self.app.engine.embed_image(image)
-        out = {"results": self.app.engine.labels_for(emb, lang, k), "lang": lang, "query_id": self._store(image, fmt),
-               "size": [image.width, image.height]}
+        data = self._upload_body()
+        with self.app.decode_slot():  # the pixels exist only inside a slot: decode, embed, store
+            image, fmt = decode_upload(data, self.app.policy)
+            emb = self.app.engine.embed_image(image)
+            out = {"results": self.app.engine.labels_for(emb, lang, k), "lang": lang,
+                   "query_id": self._store(image, fmt), "size": [image.width, image.height]}
         if (query.get("embed") or ["0"])[0] == "1":
             out["embedding"] = [float(x) for x in emb]
         self._json(out)
@@ -308,8 +308,11 @@ class FieldHandler(BaseHTTPRequestHandler):
     def post_upload(self, query) -> None:
         """Store a photo the phone classified itself, so its judgments can point at it."""
         self._consented()
-        _, image, fmt = self._upload(query)
-        self._json({"query_id": self._store(image, fmt)})
+        data = self._upload_body()
+        with self.app.decode_slot():
+            image, fmt = decode_upload(data, self.app.policy)
+            qid = self._store(image, fmt)
+        self._json({"query_id": qid})
 
     def post_text(self, query) -> None:
         data = self._json_body()

@@ -43,6 +43,11 @@ class UploadPolicy:
     max_bytes: int = 12 * 1024 * 1024
     max_pixels: int = 40_000_000
     max_side: int = 12_000
+    # 16 bits per sample is decoded at twice the size (and no phone camera writes it): a lower cap.
+    max_pixels_16bit: int = 16_000_000
+
+    def pixel_cap(self, sixteen_bit: bool) -> int:
+        return min(self.max_pixels, self.max_pixels_16bit) if sixteen_bit else self.max_pixels
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -82,9 +87,11 @@ def decode_upload(data: bytes, policy: UploadPolicy = UploadPolicy()):
     except Exception as e:  # UnidentifiedImageError, SyntaxError from a broken PNG header...
         raise RequestRejected(400, f"{fmt} header cannot be read ({type(e).__name__})") from None
     w, h = im.size
-    if w * h > policy.max_pixels or max(w, h) > policy.max_side:
-        raise RequestRejected(413, f"image is {w}x{h} = {w * h} pixels; the limit is {policy.max_pixels} "
-                                   f"pixels and {policy.max_side} per side")
+    sixteen = fmt == "PNG" and len(data) > 24 and data[24] == 16  # IHDR bit depth, before any pixel is read
+    cap = policy.pixel_cap(sixteen)
+    if w * h > cap or max(w, h) > policy.max_side:
+        raise RequestRejected(413, f"image is {w}x{h} = {w * h} pixels; the limit is {cap} "
+                                   f"pixels{' for 16-bit images' if sixteen else ''} and {policy.max_side} per side")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
