@@ -28,6 +28,14 @@ def _csv(kind):
     return parse
 
 
+def _reference(text: str) -> str:
+    """A run folder, made absolute like every user path; the word ``config`` stays a word (it was made
+    ``$PWD/config`` once, and the reference then looked for a run folder of that name)."""
+    from lugha.export.eager_reference import CONFIG_REFERENCE
+
+    return text if text == CONFIG_REFERENCE else user_path(text)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
     parser.add_argument("--backends", type=_csv(str), default=None, metavar="LIST",
@@ -38,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=_csv(int), default=(1, 8), metavar="LIST", help="batch sizes (default 1,8)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed runs before timing (default 3)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per graph and batch (default 20)")
-    parser.add_argument("--reference", type=user_path, metavar="RUN",
+    parser.add_argument("--reference", type=_reference, metavar="RUN",
                         help="training run folder for the PyTorch eager fp32 column ('config': the bundle's "
                              "model config with untrained projections, for timing only)")
     parser.add_argument("--in-process", action="store_true",
@@ -59,9 +67,14 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--batch", f"batch sizes must be >= 1, got {args.batch}")
     if args.repeats < 1 or args.warmup < 0:
         raise ConfigError("--repeats/--warmup", "need repeats >= 1 and warmup >= 0")
+    # The PyTorch reference lives above the runtimes: bench gets the factory that opens it, by name,
+    # because each case runs in its own worker process.
+    from lugha.export.eager_reference import REFERENCE_FACTORY
+
     settings = BenchSettings(backends=args.backends, precisions=args.precisions, threads=args.threads,
                              batches=tuple(args.batch), warmup=args.warmup, repeats=args.repeats,
-                             reference=args.reference, isolate=not args.in_process)
+                             reference=args.reference, isolate=not args.in_process,
+                             reference_factory=REFERENCE_FACTORY if args.reference is not None else None)
     report = run_benchmark(args.bundle, settings)
     if args.json == "-":
         print_json(report)

@@ -2,23 +2,25 @@
 errors for what cannot run here.
 
 A backend runs one graph format: ``onnxruntime`` runs ``.onnx``; ``litert`` (``ai-edge-litert``) and
-``tflite`` (the older ``tflite-runtime`` wheel, same Interpreter API) run ``.tflite``; ``torch`` is the
-PyTorch eager reference used by benchmarks (it needs a training run: the bundle holds no torch weights).
-Engines are imported only when a backend is asked for, so ``import lugha.runtimes`` stays cheap on a Pi.
+``tflite`` (the older ``tflite-runtime`` wheel, same Interpreter API) run ``.tflite``. Engines are imported
+only when a backend is asked for, so ``import lugha.runtimes`` stays cheap on a Pi.
+
+A reference model to compare against (PyTorch eager fp32, rebuilt from a training run) is no engine of
+this floor: code above it hands one in as a :class:`Reference` (lugha.export.eager_reference), and the
+runtimes open, time and check its sessions like any other.
 """
 from __future__ import annotations
 
 import functools
 import importlib
-import importlib.util
-import sys
 from dataclasses import dataclass
-from typing import Mapping
+from pathlib import Path
+from typing import Callable, Mapping
 
 import numpy as np
 
 from lugha.errors import BundleError, ConfigError, MissingDependencyError
-from lugha.manifest import GraphSpec
+from lugha.manifest import BundleManifest, GraphSpec
 
 
 class BackendNotInstalledError(MissingDependencyError):
@@ -54,7 +56,7 @@ def unsupported_reason(backend: str, spec: GraphSpec) -> str | None:
 @dataclass(frozen=True)
 class BackendInfo:
     name: str
-    format: str  # the GraphSpec.format it runs ("torch" runs none: it rebuilds the model from a run)
+    format: str  # the GraphSpec.format it runs
     module: str  # what to import to use it
     install: str  # how to get it, shown in BackendNotInstalledError
     description: str
@@ -67,10 +69,8 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
                 "LiteRT (ai-edge-litert) with XNNPACK"),
     BackendInfo("tflite", "tflite", "tflite_runtime.interpreter", "pip install lugha[tflite]",
                 "tflite-runtime (older wheel, same Interpreter API), for boards without ai-edge-litert"),
-    BackendInfo("torch", "torch", "torch", "pip install lugha[train]",
-                "PyTorch eager fp32 reference, rebuilt from a training run (benchmarks only)"),
 )}
-# "auto" tries these in order; torch is never picked implicitly.
+# "auto" tries these in order.
 AUTO_ORDER = ("onnxruntime", "litert", "tflite")
 PRECISION_ORDER = ("int8", "fp32", "fp16")  # what "auto" prefers: int8 is what edge devices are for
 
@@ -82,21 +82,11 @@ def backend_info(name: str) -> BackendInfo:
         raise ConfigError("backend", f"unknown backend {name!r}; known: {', '.join(BACKENDS)}, auto") from None
 
 
-# Importing torch costs seconds and hundreds of MB: asking whether it is there must not pay that (a
-# benchmark's parent process would pass its memory on to every worker it starts).
-_FIND_ONLY = ("torch",)
-
-
 @functools.lru_cache(maxsize=None)
 def _probe(module: str) -> str | None:
     """None when ``module`` imports, else the reason (a broken install counts as not installed)."""
-    top = module.split(".")[0]
     try:
-        if top in _FIND_ONLY and top not in sys.modules:
-            if importlib.util.find_spec(top) is None:
-                raise ModuleNotFoundError(f"No module named {top!r}")
-        else:
-            importlib.import_module(module)
+        importlib.import_module(module)
     except Exception as e:  # ImportError, or e.g. a wheel built against another numpy ABI
         return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:200]
     return None
@@ -106,9 +96,8 @@ def is_installed(name: str) -> bool:
     return _probe(backend_info(name).module) is None
 
 
-def installed_backends(include_torch: bool = False) -> list[str]:
-    names = list(AUTO_ORDER) + (["torch"] if include_torch else [])
-    return [n for n in names if is_installed(n)]
+def installed_backends() -> list[str]:
+    return [n for n in AUTO_ORDER if is_installed(n)]
 
 
 def not_installed_reason(name: str) -> str:
@@ -122,11 +111,7 @@ def import_engine(name: str):
     info = backend_info(name)
     if _probe(info.module) is not None:
         raise BackendNotInstalledError(not_installed_reason(name))
-    try:
-        return importlib.import_module(info.module)
-    except Exception as e:  # found but broken (only modules in _FIND_ONLY get here unimported)
-        raise BackendNotInstalledError(f"backend {name!r}: {info.module} is installed but does not import "
-                                       f"({type(e).__name__}: {e}); reinstall: {info.install}") from None
+    return importlib.import_module(info.module)
 
 
 class GraphSession:
@@ -161,6 +146,33 @@ class GraphSession:
         return f"{type(self).__name__}({self.spec.key})"
 
 
+# The reference's name in sessions and benchmark reports (their ``vs_torch`` ratios are against it).
+REFERENCE_BACKEND = "torch"
+
+
+@dataclass(frozen=True)
+class Reference:
+    """A model to compare a bundle's graphs against, opened by code above this floor (PyTorch eager fp32:
+    :func:`lugha.export.eager_reference.reference_for`). The runtimes call ``open`` and treat its sessions
+    like any backend's, so they never import torch or the training code."""
+
+    source: str  # what it is rebuilt from: a training run folder, or "config"
+    open: Callable[[Path, BundleManifest, int | None], Mapping[str, GraphSession]]  # (root, manifest, threads)
+    factory: str = ""  # "module:function" that rebuilds it from ``source`` in a benchmark's worker process
+    golden_verdict: bool = True  # False: its outputs are not meant to match the golden ones (no parity verdict)
+    missing: str = ""  # why it cannot open on this machine ("" when it can), naming the pip command
+
+
+def load_reference(factory: str, source: str) -> Reference:
+    """The :class:`Reference` that ``factory`` (``"module:function"``) makes of ``source``: how a worker
+    process, which cannot be handed a callable, gets the reference its parent was given."""
+    module, _, attr = factory.partition(":")
+    if not module or not attr:
+        raise ConfigError("reference_factory", f"expected 'module:function', got {factory!r}")
+    return getattr(importlib.import_module(module), attr)(source)
+
+
 __all__ = ["BackendNotInstalledError", "GraphNotInBundleError", "GraphInputError", "BackendInfo", "BACKENDS",
            "AUTO_ORDER", "PRECISION_ORDER", "backend_info", "is_installed", "installed_backends",
-           "not_installed_reason", "import_engine", "GraphSession"]
+           "not_installed_reason", "import_engine", "GraphSession", "REFERENCE_BACKEND", "Reference",
+           "load_reference"]

@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from lugha.errors import LughaError
+from lugha.errors import ConfigError, LughaError
 from lugha.manifest import GraphSpec, bundle_root, load_bundle_manifest
 from lugha.parity import compare_outputs
 from lugha.progress import progress
-from lugha.runtimes.backends import BACKENDS, installed_backends, is_installed, not_installed_reason
-from lugha.runtimes.torch_backend import CONFIG_REFERENCE
+from lugha.runtimes.backends import (BACKENDS, REFERENCE_BACKEND, installed_backends, is_installed, load_reference,
+                                    not_installed_reason)
 
 WORKER_TIMEOUT_S = 3600
 
@@ -44,6 +44,9 @@ class BenchSettings:
     repeats: int = 20
     reference: str | None = None  # a training run folder, or "config"; None: no PyTorch column
     isolate: bool = True
+    # "module:function" that makes the reference of ``reference`` (lugha.export.eager_reference supplies it:
+    # the runtimes never import torch); a string because each case's worker process rebuilds it.
+    reference_factory: str | None = None
 
 
 def peak_rss_mb() -> float | None:
@@ -93,13 +96,15 @@ def _percentiles(ms: list[float]) -> dict[str, float]:
 
 
 def measure_case(bundle: str, backend: str, precision: str, threads: int | None, batches: list[int],
-                 warmup: int, repeats: int, reference: str | None = None) -> dict:
-    """Open the bundle on one backend/precision and time every graph at every batch size."""
+                 warmup: int, repeats: int, reference: str | None = None, reference_factory: str | None = None) -> dict:
+    """Open the bundle on one backend/precision and time every graph at every batch size; the reference
+    case (backend ``torch``) opens what ``reference_factory`` makes of ``reference``."""
     from lugha.runtimes.bundle import open_bundle
 
     rss_before = peak_rss_mb()
     start = time.perf_counter()
-    b = open_bundle(bundle, backend=backend, precision=precision, threads=threads, verify=False, reference=reference)
+    model = load_reference(reference_factory or "", reference) if backend == REFERENCE_BACKEND else None
+    b = open_bundle(bundle, backend=backend, precision=precision, threads=threads, verify=False, reference=model)
     cold = time.perf_counter() - start
     sizes = {f.path: f.size for f in b.manifest.files}
     graphs = {}
@@ -111,7 +116,7 @@ def measure_case(bundle: str, backend: str, precision: str, threads: int | None,
                 ins, ref = {k: zi[k] for k in zi.files}, {k: zo[k] for k in zo.files}
             results = compare_outputs(ref, session.run(ins), spec.tolerance, spec.key)
             # The untrained config reference cannot match the golden outputs: no verdict, only the numbers.
-            verdict = None if reference == CONFIG_REFERENCE else all(r.ok for r in results)
+            verdict = None if model is not None and not model.golden_verdict else all(r.ok for r in results)
             entry["parity"] = {"ok": verdict, "max_abs": max(r.max_abs for r in results),
                                "min_cosine": min(r.min_cosine for r in results)}
         for batch in batches:
@@ -156,7 +161,7 @@ def plan_cases(bundle: str | os.PathLike, settings: BenchSettings) -> tuple[list
     names = list(settings.backends) if settings.backends else installed_backends()
     cases, skipped = [], []
     for name in names:
-        if name == "torch":
+        if name == REFERENCE_BACKEND:
             continue  # the reference is its own case, from settings.reference
         if name not in BACKENDS:
             skipped.append({"backend": name, "precision": "", "reason": f"unknown backend; known: {', '.join(BACKENDS)}"})
@@ -174,10 +179,14 @@ def plan_cases(bundle: str | os.PathLike, settings: BenchSettings) -> tuple[list
         else:
             cases += [(name, p) for p in precisions]
     if settings.reference is not None:
-        if is_installed("torch"):
-            cases.insert(0, ("torch", "fp32"))
+        if not settings.reference_factory:
+            raise ConfigError("reference_factory", "a reference needs the 'module:function' that opens it "
+                              "(lugha bench --reference passes lugha.export.eager_reference's)")
+        missing = load_reference(settings.reference_factory, settings.reference).missing
+        if missing:
+            skipped.append({"backend": REFERENCE_BACKEND, "precision": "fp32", "reason": missing})
         else:
-            skipped.append({"backend": "torch", "precision": "fp32", "reason": not_installed_reason("torch")})
+            cases.insert(0, (REFERENCE_BACKEND, "fp32"))
     return cases, skipped
 
 
@@ -196,7 +205,8 @@ def run_benchmark(bundle: str | os.PathLike, settings: BenchSettings | None = No
     for backend, precision in progress(cases, desc="bench cases"):
         case = {"bundle": str(root), "backend": backend, "precision": precision, "threads": settings.threads,
                 "batches": list(settings.batches), "warmup": settings.warmup, "repeats": settings.repeats,
-                "reference": settings.reference if backend == "torch" else None}
+                **({"reference": settings.reference, "reference_factory": settings.reference_factory}
+                   if backend == REFERENCE_BACKEND else {})}
         try:
             results.append(_run_isolated(case) if settings.isolate else measure_case(**case))
         except (LughaError, subprocess.TimeoutExpired) as e:
@@ -210,7 +220,7 @@ def run_benchmark(bundle: str | os.PathLike, settings: BenchSettings | None = No
 def table_rows(cases: list[dict]) -> list[dict]:
     """One row per (graph, batch, backend, precision); ``vs_torch`` = p50 / the torch p50 of that graph
     and batch (below 1 is faster than PyTorch eager fp32)."""
-    ref = {(g, bs): st["p50_ms"] for c in cases if c["backend"] == "torch"
+    ref = {(g, bs): st["p50_ms"] for c in cases if c["backend"] == REFERENCE_BACKEND
            for g, e in c["graphs"].items() for bs, st in e["batches"].items()}
     rows = []
     for c in cases:
@@ -224,9 +234,9 @@ def table_rows(cases: list[dict]) -> list[dict]:
                              "vs_torch": st["p50_ms"] / base if base else None,
                              "cold_start_s": c["cold_start_s"], "peak_rss_mb": c["peak_rss_mb"],
                              "size_mb": e["size_bytes"] / 1e6 if e.get("size_bytes") is not None
-                             and c["backend"] != "torch" else None,
+                             and c["backend"] != REFERENCE_BACKEND else None,
                              "parity": None if parity is None else _verdict(parity["ok"])})
-    rows.sort(key=lambda r: (r["graph"], r["batch"], r["backend"] != "torch", r["backend"], r["precision"]))
+    rows.sort(key=lambda r: (r["graph"], r["batch"], r["backend"] != REFERENCE_BACKEND, r["backend"], r["precision"]))
     return rows
 
 
@@ -251,7 +261,7 @@ def markdown_report(report: dict) -> str:
     lines = [f"bundle {report['bundle']} ({report['model']}) on {report['machine']['platform']}, "
              f"{report['settings']['threads']} thread(s), {report['settings']['repeats']} repeats after "
              f"{report['settings']['warmup']} warm-up", "", format_table([{k: _cell(v) for k, v in r.items()} for r in report["rows"]], COLUMNS)]
-    if not any(c["backend"] == "torch" for c in report["cases"]):
+    if not any(c["backend"] == REFERENCE_BACKEND for c in report["cases"]):
         lines += ["", "no PyTorch reference column: pass --reference RUN (needs torch)"]
     lines += [f"skipped {s['backend']}/{s['precision'] or '*'}: {s['reason']}" for s in report["skipped"]]
     return "\n".join(lines)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from html import escape
 
+from lugha.runtimes.backends import REFERENCE_BACKEND
+
 PALETTE = ["#1b6ca8", "#e07a1f", "#2a9d4b", "#c0392b", "#7d4fb0", "#8c6d31", "#d6579b", "#5f6b73", "#17a2b8", "#a6a13a"]
 PREFERRED_METRICS = ("mean_r1", "R@1", "t2i_r1", "i2t_r1", "label_acc", "acc", "accuracy", "top1")
 
@@ -32,7 +34,7 @@ def latency_svg(rows: list[dict], graph: str, width: int = 720) -> str:
            f'(bar p50, tick p90; ms)</text>']
     for i, r in enumerate(bars):
         y = top + i * (bar_h + gap)
-        colour = "#5f6b73" if r["backend"] == "torch" else PALETTE[i % len(PALETTE)]
+        colour = "#5f6b73" if r["backend"] == REFERENCE_BACKEND else PALETTE[i % len(PALETTE)]
         label = f"{r['backend']} {r['precision']}"
         ratio = f" ({r['vs_torch']:.2g}x torch)" if r.get("vs_torch") else ""
         w50, w90 = r["p50_ms"] * scale, r["p90_ms"] * scale

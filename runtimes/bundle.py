@@ -15,11 +15,12 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from lugha.errors import BundleError, ConfigError
+from lugha.errors import BundleError, ConfigError, MissingDependencyError
 from lugha.manifest import MANIFEST_NAME, BundleManifest, GraphSpec, bundle_root, check_relative_path, load_bundle_manifest
 from lugha.preprocess import preprocess_batch
-from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, GraphNotInBundleError, GraphSession, UnsupportedGraphError,
-                       backend_info, import_engine, is_installed, not_installed_reason, unsupported_reason)
+from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, REFERENCE_BACKEND, GraphNotInBundleError, GraphSession,
+                                    Reference, UnsupportedGraphError, backend_info, import_engine, is_installed,
+                                    not_installed_reason, unsupported_reason)
 from lugha.runtimes.index import EmbeddingIndex, l2_normalize
 
 ROLES = ("image_encoder", "text_encoder", "fusion_head")
@@ -37,11 +38,6 @@ def _choose(manifest: BundleManifest, backend: str, precision: str) -> tuple[str
     tried = []
     for name in candidates:
         info = backend_info(name)
-        if name == "torch":  # rebuilt from a run: fp32 only, whatever formats the bundle holds
-            if precision not in ("auto", "fp32"):
-                raise GraphNotInBundleError(f"the torch reference is fp32 only, not {precision}")
-            import_engine(name)
-            return name, "fp32"
         formats = [p for f, p in have if f == info.format]
         if not formats:
             tried.append(f"{name}: no {info.format} graphs")
@@ -106,12 +102,13 @@ def load_graph_session(root: str | os.PathLike, spec: GraphSpec, backend: str,
 
 def open_bundle(path: str | os.PathLike, backend: str = "auto", precision: str = "auto",
                 threads: int | None = None, verify: bool = True,
-                reference: str | os.PathLike | None = None) -> "Bundle":
+                reference: Reference | None = None) -> "Bundle":
     """Open a bundle folder (or .zip) on one backend at one precision.
 
     ``verify`` checks every file's SHA-256 first (a tampered graph is refused). ``threads``: intra-op
-    threads (None: the engine's default). ``reference``: for ``backend="torch"`` only, the training run
-    to rebuild the model from (or ``"config"``)."""
+    threads (None: the engine's default). ``reference``: for ``backend="torch"`` only, the model the
+    bundle was exported from, opened by code above the runtimes
+    (``lugha.export.eager_reference.reference_for(RUN or "config")``); fp32 only."""
     src = Path(path)
     tmp = None
     if src.is_file() and src.name != MANIFEST_NAME and zipfile.is_zipfile(src):
@@ -119,22 +116,33 @@ def open_bundle(path: str | os.PathLike, backend: str = "auto", precision: str =
     else:
         root = bundle_root(src)
     manifest = load_bundle_manifest(root, verify=verify)
-    backend, precision = _choose(manifest, backend, precision)
+    if backend == REFERENCE_BACKEND:
+        precision = _reference_precision(reference, precision)
+    else:
+        if reference is not None:
+            raise ConfigError("reference", f"a reference opens on backend {REFERENCE_BACKEND!r} only, not {backend!r}")
+        backend, precision = _choose(manifest, backend, precision)
     start = time.perf_counter()
-    if backend == "torch":
-        if reference is None:
-            raise ConfigError("reference", "backend 'torch' rebuilds the model from a training run: pass "
-                              "reference=RUN_FOLDER (or 'config' to time the untrained config)")
-        from lugha.runtimes.torch_backend import open_reference
-
-        vocab = _tokenizer(root, manifest).vocab_size if manifest.tokenizer else None
-        sessions: dict[str, GraphSession] = dict(open_reference(reference, manifest, threads, vocab))
+    if backend == REFERENCE_BACKEND:
+        if reference.missing:
+            raise MissingDependencyError(reference.missing)
+        sessions: dict[str, GraphSession] = dict(reference.open(root, manifest, threads))
     else:
         fmt = backend_info(backend).format
         sessions = {g.name: load_graph_session(root, g, backend, threads) for g in manifest.graphs
                     if g.format == fmt and g.precision == precision}
     load_seconds = time.perf_counter() - start
     return Bundle(root, manifest, backend, precision, sessions, load_seconds, tmp)
+
+
+def _reference_precision(reference: Reference | None, precision: str) -> str:
+    if reference is None:
+        raise ConfigError("reference", f"backend {REFERENCE_BACKEND!r} is the model the bundle was exported from: "
+                          "pass reference=lugha.export.eager_reference.reference_for(RUN_FOLDER) (or 'config' to "
+                          "time the untrained config)")
+    if precision not in ("auto", "fp32"):  # rebuilt from a run: fp32 only, whatever the bundle holds
+        raise GraphNotInBundleError(f"the {REFERENCE_BACKEND} reference is fp32 only, not {precision}")
+    return "fp32"
 
 
 def _tokenizer(root: Path, manifest: BundleManifest):

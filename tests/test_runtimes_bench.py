@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from lugha.cli import main
+from lugha.errors import ConfigError
+from lugha.export.eager_reference import REFERENCE_FACTORY
 from lugha.runtimes.bench import BenchSettings, markdown_report, plan_cases, run_benchmark, table_rows
 from test_runtimes_bundle import make_tiny_bundle
 
@@ -50,8 +52,10 @@ def test_plan_lists_cases_and_says_why_others_are_skipped(tiny, monkeypatch):
     backends._probe.cache_clear()
     monkeypatch.setitem(sys.modules, "torch", None)
     try:
-        _, skipped = plan_cases(tiny, BenchSettings(reference="config"))
+        _, skipped = plan_cases(tiny, BenchSettings(reference="config", reference_factory=REFERENCE_FACTORY))
         assert any(s["backend"] == "torch" and "pip install lugha[train]" in s["reason"] for s in skipped)
+        with pytest.raises(ConfigError, match="module:function"):  # a reference the runtimes cannot open
+            plan_cases(tiny, BenchSettings(reference="config"))
     finally:
         backends._probe.cache_clear()
 
@@ -100,13 +104,27 @@ def test_cli_writes_json_and_self_contained_html(tiny, tmp_path, capsys):
 def test_torch_config_reference_gives_ratios(tiny):
     pytest.importorskip("torch")
     report = run_benchmark(tiny, BenchSettings(backends=("onnxruntime",), precisions=("int8",), batches=(1,),
-                                               warmup=1, repeats=3, reference="config", isolate=False))
+                                               warmup=1, repeats=3, reference="config", isolate=False,
+                                               reference_factory=REFERENCE_FACTORY))
     rows = {(r["graph"], r["backend"]): r for r in report["rows"]}
     ref = rows["image_encoder", "torch"]
     assert ref["vs_torch"] == pytest.approx(1.0) and ref["parity"] == "n/a"  # untrained: no verdict
     ort = rows["image_encoder", "onnxruntime"]
     assert ort["vs_torch"] == pytest.approx(ort["p50_ms"] / ref["p50_ms"])
 
+
+
+@pytest.mark.slow
+def test_cli_reference_runs_in_its_own_worker(tiny, tmp_path):
+    """--reference crosses the process boundary by name: the isolated worker rebuilds the PyTorch
+    reference from lugha.export, which the runtimes never import."""
+    pytest.importorskip("torch")
+    out = tmp_path / "b.json"
+    assert main(["bench", str(tiny), "--backends", "onnxruntime", "--precisions", "fp32", "--batch", "1",
+                 "--warmup", "0", "--repeats", "2", "--reference", "config", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(c["backend"], c["precision"]) for c in report["cases"]] == [("torch", "fp32"), ("onnxruntime", "fp32")]
+    assert not report["skipped"] and {r["parity"] for r in report["rows"] if r["backend"] == "torch"} == {"n/a"}
 
 DEVICE_RUN = """
 import sys

@@ -84,7 +84,9 @@ def test_host_path_agrees_across_backends_and_with_torch(exported, demo_small):
     images, texts = _records(demo_small)
     ort = open_bundle(exported, backend="onnxruntime", precision="fp32")
     img, txt = ort.embed_image(images), ort.embed_text(texts)
-    ref = open_bundle(exported, backend="torch", reference="config", threads=1)
+    from lugha.export.eager_reference import reference_for
+
+    ref = open_bundle(exported, backend="torch", reference=reference_for("config"), threads=1)
     assert _cos(ref.embed_image(images), img) > 0.99999 and _cos(ref.embed_text(texts), txt) > 0.99999
     int8 = open_bundle(exported, backend="onnxruntime", precision="int8")
     assert _cos(int8.embed_image(images), img) > 0.98 and _cos(int8.embed_text(texts), txt) > 0.98
