@@ -95,10 +95,13 @@ def test_image_store_matches_kit_preprocess_and_tracks_changes(tmp_path):
         assert last.is_contiguous(memory_format=torch.channels_last) and torch.equal(last[0], got)
     uncached = ImageStore(pairs.image_paths, spec, use_cache=False)
     assert np.array_equal(uncached.get(2), store.get(2))
-    # a touched file is a different key: the cache is rebuilt, never served stale
+    # the key is the images' bytes (tests/test_image_cache.py): a touch keeps it, an edit changes it
     key = store.key()
     st = os.stat(pairs.image_paths[0])
     os.utime(pairs.image_paths[0], ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert ImageStore(pairs.image_paths, spec, tmp_path / "cache").key() == key
+    with open(pairs.image_paths[0], "ab") as f:
+        f.write(b"\0")
     assert ImageStore(pairs.image_paths, spec, tmp_path / "cache").key() != key
 
 

@@ -1,20 +1,19 @@
-"""Training data: manifest rows -> seeded batches of (pixels, row index), decoded by Pillow in workers.
+"""Training data: manifest rows -> seeded batches of (pixels, row index).
 
-Three pieces, each usable alone:
+Four pieces, each usable alone:
 
 * :class:`PairSet` - the rows of one split (optionally some languages), with each distinct image file
   numbered once (the demo data captions one emoji image in ten languages; decode it once, not ten times).
 * :func:`epoch_batches` - the order of one epoch as a pure function of (seed, epoch): shuffled, optionally
   language-balanced, with no image twice in a batch (two captions of one image are not negatives). A run
   resumed at batch k of epoch e replays exactly the batches an uninterrupted run would have seen.
-* :class:`ImageStore` - every image resized once into a uint8 ``[N, S, S, 3]`` ``.npy`` memmap, keyed by
-  path + mtime + size + the resize spec, so later epochs (and later runs) skip JPEG/PNG decoding.
+* :class:`~lugha.training.image_cache.ImageStore` - every image resized once into a uint8 ``[N, S, S, 3]``
+  ``.npy`` memmap, keyed by the images' bytes + the resize spec, so later epochs (and runs) skip decoding.
+* :func:`batch_source` - one epoch's ``(pixels, rows)`` batches, from DataLoader workers (``loader="workers"``,
+  the default) or straight from the image cache to the device with crops and flips there (``"cache"``).
 """
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import os
 from collections import deque
 from pathlib import Path
@@ -23,14 +22,11 @@ from typing import Sequence
 import numpy as np
 
 from lugha.records import Record, read_manifest
-from lugha.errors import DataError
-from lugha.paths import lugha_home
-from lugha.preprocess import PreprocessSpec, normalize, resize_pil
+from lugha.errors import ConfigError, DataError
+from lugha.preprocess import PreprocessSpec, normalize
 
-
-def training_spec(spec: PreprocessSpec) -> PreprocessSpec:
-    """The float NCHW form of a bundle's spec: what the torch model eats whatever the device layout."""
-    return dataclasses.replace(spec, layout="NCHW", dtype="float32")
+from lugha.training.image_cache import CachedBatches, ImageStore, decode_resized  # noqa: F401 - the data path's API
+from lugha.training.transforms import crop_boxes
 
 
 class PairSet:
@@ -129,85 +125,6 @@ def hflip_mask(seed: int, epoch: int, n: int) -> np.ndarray:
     return np.random.default_rng([seed, epoch, 1]).random(n) < 0.5
 
 
-def decode_resized(path: str, spec: PreprocessSpec) -> np.ndarray:
-    """One image file -> HWC uint8 at the spec's size (the geometric half of preprocessing)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return np.asarray(resize_pil(im, spec), dtype=np.uint8)
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: cannot decode image ({e})") from None
-
-
-class _Decode:
-    """Map-style dataset of resized images (the workers of :meth:`ImageStore.build`)."""
-
-    def __init__(self, paths: Sequence[str], spec: PreprocessSpec):
-        self.paths, self.spec = list(paths), spec
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        return decode_resized(self.paths[i], self.spec)
-
-
-class ImageStore:
-    """The resized uint8 images of a :class:`PairSet`, from an on-disk memmap cache or decoded on demand."""
-
-    def __init__(self, paths: Sequence[str], spec: PreprocessSpec, cache_dir: str | os.PathLike | None = None,
-                 use_cache: bool = True):
-        self.paths, self.spec = list(paths), training_spec(spec)
-        self.cache_path: Path | None = None
-        if use_cache:
-            folder = Path(cache_dir) if cache_dir else lugha_home() / "cache"
-            self.cache_path = folder / "images" / f"images-{self.key()}.npy"
-        self._array: np.ndarray | None = None
-
-    def key(self) -> str:
-        s = self.spec
-        h = hashlib.sha256(json.dumps([s.size, s.resize, s.crop_pct, s.interpolation, list(s.fill)]).encode())
-        for p in self.paths:
-            st = os.stat(p)
-            h.update(f"\0{os.path.abspath(p)}\0{st.st_mtime_ns}\0{st.st_size}".encode())
-        return f"{h.hexdigest()[:20]}-{s.size}"
-
-    def build(self, num_workers: int = 0, show_progress: bool = True) -> None:
-        """Fill the memmap once (decoding in ``num_workers`` processes); a no-op when it already exists.
-        Written to a temp file then renamed, so a killed build never leaves a half-filled cache."""
-        if self.cache_path is None or self.cache_path.exists():
-            return
-        import torch
-        from tqdm.auto import tqdm
-
-        self.cache_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_path.with_name(f"{self.cache_path.stem}.{os.getpid()}.tmp.npy")
-        s = self.spec.size
-        arr = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.paths), s, s, 3))
-        loader = torch.utils.data.DataLoader(_Decode(self.paths, self.spec), batch_size=32, num_workers=num_workers,
-                                             collate_fn=np.stack, generator=torch.Generator())
-        row = 0
-        for block in tqdm(loader, desc=f"resizing {len(self.paths)} images", unit="batch",
-                          disable=not show_progress):
-            arr[row:row + len(block)] = block
-            row += len(block)
-        arr.flush()
-        del arr
-        os.replace(tmp, self.cache_path)
-
-    def get(self, i: int) -> np.ndarray:
-        if self.cache_path is not None and self.cache_path.exists():
-            if self._array is None:  # opened lazily, so each worker process maps the file itself
-                self._array = np.load(self.cache_path, mmap_mode="r")
-            return np.asarray(self._array[i])
-        return decode_resized(self.paths[i], self.spec)
-
-    def __getstate__(self) -> dict:
-        return {**self.__dict__, "_array": None}
-
-
 class PixelDataset:
     """torch map-style dataset: row index -> (resized HWC uint8 pixels, row index).
 
@@ -228,6 +145,35 @@ class PixelDataset:
         if self.flip is not None and self.flip[i]:
             hwc = hwc[:, ::-1]
         return torch.from_numpy(np.array(hwc)), i  # a copy: memmap rows are read-only
+
+
+LOADERS = ("workers", "cache")
+AUGMENTS = ("none", "hflip", "crop", "crop_hflip")
+
+
+def batch_source(pairs: PairSet, store: ImageStore, batches: Sequence[Sequence[int]], *, seed: int, epoch: int,
+                 augment: str = "none", loader: str = "workers", num_workers: int = 0, device=None,
+                 prepare=None):
+    """One epoch's ``(uint8 [B, S, S, 3] pixels, int64 rows)`` batches, in the order of ``batches``.
+
+    ``loader="workers"``: :class:`PixelDataset` in ``num_workers`` DataLoader processes, pinned when
+    ``device`` is CUDA (the trainer's path before the cache loader; same seeds, same bytes).
+    ``loader="cache"``: :class:`~lugha.training.image_cache.CachedBatches`, gathered from the built image
+    cache on a thread, already on ``device``, with ``augment``'s crops/flips applied there (``prepare``:
+    see there). Flips are :func:`hflip_mask`'s and crops :func:`~lugha.training.transforms.crop_boxes`',
+    both seeded by (seed, epoch): every rank and every resume draws the same ones."""
+    if augment not in AUGMENTS or loader not in LOADERS:
+        bad = ("data.augment", augment, AUGMENTS) if augment not in AUGMENTS else ("data.loader", loader, LOADERS)
+        raise ConfigError(bad[0], f"{bad[1]!r} is not one of {list(bad[2])}")
+    flip = hflip_mask(seed, epoch, len(pairs)) if augment in ("hflip", "crop_hflip") else None
+    if loader == "workers":
+        if augment.startswith("crop"):
+            raise ConfigError("data.augment", f"{augment} crops on the training device: it needs data.loader: cache")
+        pin = device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda"
+        return make_loader(PixelDataset(pairs, store, flip), batches, num_workers, seed=seed * 1_000_003 + epoch,
+                           pin_memory=pin)
+    boxes = crop_boxes(seed, epoch, len(pairs)) if augment.startswith("crop") else None
+    return CachedBatches(store, pairs.image_index, batches, device, flip=flip, boxes=boxes, prepare=prepare)
 
 
 def to_model_input(batch, spec: PreprocessSpec, device=None, channels_last: bool = False):
@@ -278,24 +224,24 @@ def pad_to_bucket(ids, mask, pad_id: int, buckets: Sequence[int] = (32, 64)):
 
 
 class NormalisedImages:
-    """Each distinct image of a store, normalised (module level so spawned workers can pickle it)."""
+    """Images ``rows`` of a store (default all), normalised (module level so spawned workers can pickle it)."""
 
-    def __init__(self, store: ImageStore):
-        self.store = store
+    def __init__(self, store: ImageStore, rows: range | None = None):
+        self.store, self.rows = store, rows if rows is not None else range(len(store.paths))
 
     def __len__(self) -> int:
-        return len(self.store.paths)
+        return len(self.rows)
 
     def __getitem__(self, i: int):
         import torch
 
-        return torch.from_numpy(normalize(self.store.get(i), self.store.spec))
+        return torch.from_numpy(normalize(self.store.get(self.rows[i]), self.store.spec))
 
 
-def image_batches(store: ImageStore, batch_size: int, num_workers: int = 0):
-    """Each distinct image once, normalised, in order (for feature caches and evaluation)."""
+def image_batches(store: ImageStore, batch_size: int, num_workers: int = 0, rows: range | None = None):
+    """Each distinct image once (or those in ``rows``), normalised, in order (feature caches, evaluation)."""
     import torch
 
     # its own generator: building a cache must not advance the global RNG a training run depends on
-    return torch.utils.data.DataLoader(NormalisedImages(store), batch_size=batch_size, num_workers=num_workers,
-                                       generator=torch.Generator())
+    return torch.utils.data.DataLoader(NormalisedImages(store, rows), batch_size=batch_size,
+                                       num_workers=num_workers, generator=torch.Generator())

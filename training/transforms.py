@@ -4,10 +4,16 @@
 (max abs diff <= 1e-6), so what a phone feeds the exported graph is what evaluation measured. Both
 transforms honour the spec's ``layout`` and ``dtype``; the colour-mode step (transparency over ``fill``,
 16-bit, CMYK, palette, EXIF rotation) is the kit's own ``to_rgb``, as torchvision has no equivalent.
+
+:func:`crop_boxes` + :func:`augment_on_device` are the batch form used by the image-cache loader
+(:mod:`lugha.training.image_cache`): random resized crops and flips as torch ops on a whole uint8 batch,
+so on a GPU they run on the GPU and no CPU core touches a pixel after the memmap gather.
 """
 from __future__ import annotations
 
 from typing import Sequence
+
+import numpy as np
 
 from lugha.preprocess import PreprocessSpec, to_rgb
 
@@ -111,4 +117,50 @@ def train_transform(spec: PreprocessSpec, scale: tuple[float, float] = (0.6, 1.0
     return T.Compose(steps + _tensor_tail(spec))
 
 
-__all__ = ["eval_transform", "train_transform", "ToRGB", "PadToSquare"]
+def crop_boxes(seed: int, epoch: int, n: int, scale: tuple[float, float] = (0.6, 1.0),
+               ratio: tuple[float, float] = (3 / 4, 4 / 3), tries: int = 10) -> np.ndarray:
+    """One random crop per row for this epoch, ``float32 [n, 4]`` = (left, top, width, height) as fractions
+    of the image: seeded by (seed, epoch), so workers, resumes and ranks agree. RandomResizedCrop's rule
+    (area share in ``scale``, aspect in ``ratio`` log-uniform, ``tries`` draws) on a square image; a row
+    whose draws all fall outside keeps the whole image."""
+    rng = np.random.default_rng([seed, epoch, 2])
+    area = rng.uniform(scale[0], scale[1], (n, tries))
+    aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1]), (n, tries)))
+    w, h = np.sqrt(area * aspect), np.sqrt(area / aspect)
+    ok = (w <= 1.0) & (h <= 1.0)
+    first = np.argmax(ok, axis=1)
+    rows = np.arange(n)
+    w = np.where(ok.any(axis=1), w[rows, first], 1.0)
+    h = np.where(ok.any(axis=1), h[rows, first], 1.0)
+    left, top = rng.random(n) * (1.0 - w), rng.random(n) * (1.0 - h)
+    return np.stack([left, top, w, h], axis=1).astype(np.float32)
+
+
+def augment_on_device(pixels, boxes=None, flip=None):
+    """``[B, H, W, 3]`` uint8 -> the same, each row cropped to its box (resized back, bilinear) and/or
+    mirrored, on ``pixels``' device. ``boxes``: ``[B, 4]`` from :func:`crop_boxes` (None: no crop);
+    ``flip``: ``[B]`` bools (None: no flip). Without crops a flip is an exact pixel reversal (the same
+    bytes as the worker path's ``hwc[:, ::-1]``); crops sample with ``grid_sample`` and round to uint8."""
+    import torch
+    import torch.nn.functional as F
+
+    dev = pixels.device
+    f = torch.as_tensor(np.asarray(flip, dtype=bool), device=dev) if flip is not None else None
+    if boxes is None:
+        return pixels if f is None else torch.where(f[:, None, None, None], pixels.flip(2), pixels)
+    b = torch.as_tensor(np.asarray(boxes, dtype=np.float32), device=dev)
+    # affine_grid maps output [-1, 1] onto the box in input coordinates; a negative x scale mirrors the crop
+    sx, sy = b[:, 2], b[:, 3]
+    if f is not None:
+        sx = torch.where(f, -sx, sx)
+    theta = torch.zeros(len(b), 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = sx, 2 * b[:, 0] + b[:, 2] - 1
+    theta[:, 1, 1], theta[:, 1, 2] = sy, 2 * b[:, 1] + b[:, 3] - 1
+    n, h, w, _ = pixels.shape
+    grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
+    out = F.grid_sample(pixels.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="border",
+                        align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+__all__ = ["eval_transform", "train_transform", "ToRGB", "PadToSquare", "crop_boxes", "augment_on_device"]
