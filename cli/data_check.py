@@ -15,9 +15,12 @@ bad rows are skipped and listed, fixable rows are fixed and counted, and two fil
 
 Fixes: text -> Unicode NFC; text over --max-chars (or --max-tokens of --tokenizer) truncated; EXIF
 orientation and CMYK / 16-bit / palette / alpha / grayscale images written once as upright RGB copies
-(meta.source_image keeps the original path). Skips: invalid UTF-8, bad JSON, missing or bad fields,
-empty text, missing / empty / corrupt / unsupported (judged by content) / tiny images, decompression
-bombs (--max-pixels), duplicate ids (later rows) and the same image bytes in two splits (the later row).
+(meta.source_image keeps the original path). Skips: invalid UTF-8, bad JSON, JSON nested too deep,
+lone surrogate escapes (invalid Unicode), lines over 1 MiB, missing or bad fields, empty text, image
+paths outside MANIFEST's folder (unless --allow-outside), devices / FIFOs / files over --max-image-mb,
+missing / empty / corrupt / unsupported (judged by content; only JPEG, PNG, WebP, BMP, GIF, TIFF are
+decoded) / tiny images, decompression bombs (--max-pixels), duplicate ids (later rows) and the same
+image bytes in two splits (the later row).
 Warns: a language with fewer than --min-per-split rows in a split.
 
 Examples:
@@ -48,6 +51,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="warn when a language has fewer kept rows in a split (5; 0 disables)")
     parser.add_argument("--workers", type=int, default=0, help="image decoding processes (default min(4, CPUs))")
     parser.add_argument("--examples", type=int, default=3, help="example rows per kind (3)")
+    parser.add_argument("--allow-outside", action="store_true",
+                        help="read image paths that are absolute or climb out of MANIFEST's folder with '..' "
+                             "(refused by default: a manifest from elsewhere must not pick files on this machine)")
+    parser.add_argument("--max-image-mb", type=float, default=128.0,
+                        help="skip image files larger than this, unread (default 128)")
 
 
 def _examples_cell(examples: list[dict], count: int) -> str:
@@ -84,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_pixels, min_side=args.min_side, max_chars=args.max_chars, tokenizer=args.tokenizer,
         max_tokens=args.max_tokens, min_per_split=args.min_per_split, workers=args.workers,
         examples=args.examples, out=args.out, skipped=args.skipped, fixed_dir=args.fixed_dir, write=args.write,
+        max_image_bytes=int(args.max_image_mb * 1024 * 1024), allow_outside=args.allow_outside,
     )
     report = check_manifest(args.manifest, opts)
     if args.json:

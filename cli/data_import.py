@@ -35,6 +35,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="set this split on every record (default: empty, or the source's own)")
     p.add_argument("--allow-missing-images", action="store_true",
                    help="keep rows whose image file does not exist (default: skip and count them)")
+    p.add_argument("--allow-outside", action="store_true",
+                   help="accept image names that are absolute or climb out of --images with '..' "
+                        "(default: skip and count them; a captions file must not pick files on this machine)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
@@ -150,7 +153,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     options = ImportOptions(manifest_dir=out.parent, id_prefix=args.id_prefix, split=args.split,
-                            check_images=not args.allow_missing_images)
+                            check_images=not args.allow_missing_images, allow_outside=args.allow_outside)
     result = _call(args, options)
     write_manifest(out, result.records)
     summary = {**result.summary(), "out": str(out)}

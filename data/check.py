@@ -24,25 +24,31 @@ import os
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from lugha._schema import from_dict, to_dict
 from lugha.errors import ConfigError, DataError
 from lugha.data import image_checks as ic
+from lugha.data.text_limits import truncator
+from lugha.atomic import atomic_write
+from lugha.image_io import MAX_IMAGE_BYTES
+from lugha.jsonl import LINE_KINDS, iter_raw_lines, open_binary, parse_line, unicode_problem
 from lugha.records import SPLITS, Record, write_manifest
 
 REQUIRED = ("id", "image", "text", "lang")
 
 # kind id -> (severity, what it means). Ids are stable: scripts and dashboards key on them.
 KINDS: dict[str, tuple[str, str]] = {
-    "invalid_utf8": ("skip", "manifest line is not valid UTF-8"),
-    "bad_json": ("skip", "manifest line is not a JSON object"),
+    **{kind: ("skip", what) for kind, what in LINE_KINDS.items()},  # invalid_utf8, bad_json, malformed_json...
     "missing_field": ("skip", "a required field (id, image, text, lang) is missing or empty"),
     "bad_field": ("skip", "a field has the wrong type, an unknown name or a bad value"),
     "empty_text": ("skip", "text is empty or whitespace only"),
     ic.MISSING_FILE: ("skip", "image file does not exist"),
     ic.UNREADABLE_FILE: ("skip", "image path cannot be read (a folder, permissions, I/O error)"),
+    "image_outside_root": ("skip", "image path is absolute or leaves the manifest's folder (see --allow-outside)"),
+    ic.NOT_REGULAR_FILE: ("skip", "image path is a device, FIFO or socket, not a file"),
+    ic.FILE_TOO_LARGE: ("skip", "image file is larger than --max-image-mb"),
     ic.ZERO_BYTE: ("skip", "image file is empty"),
     ic.UNSUPPORTED_FORMAT: ("skip", "content is not an image format Pillow decodes (judged by bytes, not name)"),
     ic.DECOMPRESSION_BOMB: ("skip", "image declares more pixels than --max-pixels"),
@@ -77,9 +83,11 @@ class CheckOptions:
     skipped: str | None = None  # skip list; default <manifest stem>.skipped.jsonl beside the manifest
     fixed_dir: str | None = None  # upright RGB copies; default <manifest stem>.fixed/ beside `out`
     write: bool = True  # False: report only (rows needing fixes keep their original image)
+    max_image_bytes: int = MAX_IMAGE_BYTES  # larger files are skipped unread
+    allow_outside: bool = False  # True: image paths may be absolute or climb out of the manifest's folder
 
     def __post_init__(self) -> None:
-        for name in ("max_pixels", "min_side", "max_chars", "max_tokens", "examples"):
+        for name in ("max_pixels", "min_side", "max_chars", "max_tokens", "examples", "max_image_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(name, f"must be >= 1, got {getattr(self, name)}")
         if self.min_per_split < 0 or self.workers < 0:
@@ -169,7 +177,7 @@ def check_manifest(path: str | os.PathLike, options: CheckOptions | None = None)
         raise DataError(f"{path}: manifest not found")
     out, skipped_path, fixed_dir = default_paths(path, opts)
     report = CheckReport(manifest=str(path), options=opts)
-    truncate = _truncator(opts)
+    truncate = truncator(opts)
     rows = _read_rows(path, report, truncate)
     _check_images(rows, path.parent, fixed_dir if opts.write else None, opts, report)
     _decide(rows, report, path.parent, out.parent)
@@ -186,39 +194,27 @@ def check_manifest(path: str | os.PathLike, options: CheckOptions | None = None)
 
 def _read_rows(path: Path, report: CheckReport, truncate) -> list[_Row]:
     rows = []
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+    with open_binary(path) as f:
+        for lineno, raw in iter_raw_lines(f):
+            if lineno == 1 and raw is not None and raw.startswith(b"\xef\xbb\xbf"):
                 raw = raw[3:]  # a BOM from a Windows editor is not part of the first row
-            if not raw.strip():
+            if raw is not None and not raw.strip():
                 report.blank_lines += 1
                 continue
             row = _Row(line=lineno)
             rows.append(row)
-            _parse_line(row, raw.rstrip(b"\r\n"), truncate)
+            _parse_line(row, raw, truncate)
     return rows
 
 
-def _parse_line(row: _Row, raw: bytes, truncate) -> None:
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as e:
-        row.raw = raw.decode("utf-8", "backslashreplace")
-        try:  # best effort, only so the report can name the row's id
-            loose = json.loads(raw.decode("utf-8", "replace"))
-            row.data = loose if isinstance(loose, dict) else None
-        except ValueError:
-            pass
-        row.skip = ("invalid_utf8", f"byte {e.start} ({raw[e.start:e.start + 1]!r}) is not valid UTF-8", {})
+def _parse_line(row: _Row, raw: bytes | None, truncate) -> None:
+    line = parse_line(row.line, raw)
+    if line.kind is not None:
+        row.raw, row.skip = line.raw, (line.kind, line.message, {})
+        if line.kind in ("invalid_utf8", "invalid_unicode"):
+            row.data = _loose_fields(raw)  # best effort, only so the report can name the row's id and language
         return
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        row.raw, row.skip = text, ("bad_json", f"not valid JSON ({e.msg} at column {e.colno})", {})
-        return
-    if not isinstance(data, dict):
-        row.raw, row.skip = text, ("bad_json", f"a JSON {type(data).__name__}, not an object", {})
-        return
+    data = line.data
     row.data = data
     missing = [k for k in REQUIRED if data.get(k) is None or (k != "text" and data.get(k) == "")]
     if missing:
@@ -244,40 +240,15 @@ def _parse_line(row: _Row, raw: bytes, truncate) -> None:
         rec.text = cut[0]
 
 
-def _truncator(opts: CheckOptions):
-    """text -> None, or (truncated text, message); by tokens when a tokenizer is given, else characters."""
-    if opts.tokenizer:
-        try:
-            from tokenizers import Tokenizer
-        except ImportError as e:  # pragma: no cover - tokenizers is a base dependency
-            raise DataError(f"--tokenizer needs the `tokenizers` package ({e})") from None
-        try:
-            tok = Tokenizer.from_file(str(opts.tokenizer))
-        except Exception as e:  # noqa: BLE001 - tokenizers raises plain Exception on a bad file
-            raise DataError(f"{opts.tokenizer}: not a tokenizer.json ({e})") from None
-
-        def by_tokens(text: str):
-            enc = tok.encode(text, add_special_tokens=False)
-            if len(enc.ids) <= opts.max_tokens:
-                return None
-            end = enc.offsets[opts.max_tokens - 1][1]
-            return _cut(text, end), f"{len(enc.ids)} tokens > {opts.max_tokens}; truncated"
-
-        return by_tokens
-
-    def by_chars(text: str):
-        if len(text) <= opts.max_chars:
-            return None
-        return _cut(text, opts.max_chars), f"{len(text)} characters > {opts.max_chars}; truncated"
-
-    return by_chars
-
-
-def _cut(text: str, end: int) -> str:
-    """``text[:end]``, moved left so a combining mark (Yoruba tone marks, Devanagari signs) keeps its base."""
-    while 0 < end < len(text) and unicodedata.combining(text[end]):
-        end -= 1
-    return text[:end].rstrip()
+def _loose_fields(raw: bytes) -> dict | None:
+    """``id`` and ``lang`` of a line that parses only loosely, where they are clean strings themselves."""
+    try:
+        loose = json.loads(raw.decode("utf-8", "replace"))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(loose, dict):
+        return None
+    return {k: v for k in ("id", "lang") if isinstance(v := loose.get(k), str) and not unicode_problem(v)}
 
 
 def _check_images(rows: list[_Row], root: Path, fixed_dir: Path | None, opts: CheckOptions, report) -> None:
@@ -285,15 +256,33 @@ def _check_images(rows: list[_Row], root: Path, fixed_dir: Path | None, opts: Ch
     paths: dict[str, None] = {}
     for row in rows:
         if row.skip is None:
+            if not opts.allow_outside and (why := outside_root(row.record.image)):
+                row.skip = ("image_outside_root", f"{row.record.image!r} {why}; pass --allow-outside "
+                            "if the manifest is yours", {"image": row.record.image})
+                continue
             row.image_path = os.path.normpath(row.record.image_path(root))
             paths.setdefault(row.image_path)
     results = ic.check_images(list(paths), opts.max_pixels, opts.min_side,
-                              None if fixed_dir is None else str(fixed_dir), opts.workers)
+                              None if fixed_dir is None else str(fixed_dir), opts.workers, opts.max_image_bytes)
     report.images_checked = len(results)
     by_path = {r.path: r for r in results}
     for row in rows:
         if row.skip is None:
             row.image_result = by_path[row.image_path]
+
+
+def outside_root(image: str) -> str | None:
+    """Why a manifest's image path leaves the manifest's folder (None when it stays inside). Judged on the
+    text, as written: a symlink the dataset's owner put inside the folder (to a USB disk) is followed."""
+    p = PurePosixPath(image.replace("\\", "/"))
+    if p.is_absolute() or PureWindowsPath(image).drive:
+        return "is absolute"
+    depth = 0
+    for part in p.parts:
+        depth += -1 if part == ".." else 0 if part == "." else 1
+        if depth < 0:
+            return "climbs out of the manifest's folder with '..'"
+    return None
 
 
 def _decide(rows: list[_Row], report: CheckReport, root: Path, out_dir: Path) -> None:
@@ -378,9 +367,7 @@ def _summarise(rows: list[_Row], report: CheckReport, opts: CheckOptions) -> Non
 
 def _write_skipped(path: Path, rows: list[_Row]) -> None:
     """One JSON line per skipped row: where, why, and the row itself (or its raw text) to fix and re-add."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         for row in rows:
             if row.skip is None:
                 continue
@@ -389,7 +376,6 @@ def _write_skipped(path: Path, rows: list[_Row]) -> None:
             # The raw text when the line could not be read as written (a lossy parse is no record of it).
             entry.update({"raw": row.raw} if row.raw is not None else {"row": row.data})
             f.write(json.dumps(entry, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 __all__ = ["KINDS", "CheckOptions", "CheckReport", "Finding", "check_manifest", "default_paths"]

@@ -15,9 +15,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lugha.atomic import atomic_path
+from lugha.image_io import (FILE_TOO_LARGE, IMAGE_FORMATS, MAX_IMAGE_BYTES, MISSING_FILE, NOT_REGULAR_FILE,
+                            UNREADABLE_FILE, ImageFileError, read_image_bytes)
+
 # Stable kind ids of per-image problems; lugha.data.check.KINDS holds their severity and description.
-MISSING_FILE = "missing_file"
-UNREADABLE_FILE = "unreadable_file"
+# MISSING_FILE, UNREADABLE_FILE, NOT_REGULAR_FILE and FILE_TOO_LARGE come from lugha.image_io, which reads.
 ZERO_BYTE = "zero_byte"
 UNSUPPORTED_FORMAT = "unsupported_format"
 DECOMPRESSION_BOMB = "decompression_bomb"
@@ -55,6 +58,8 @@ class ImageResult:
 def sniff(head: bytes) -> str:
     """A human name for bytes Pillow cannot identify, so the message says *what* was renamed .jpg."""
     h = head.lstrip()
+    if head[:4] == b"%!PS" or head[:4] == b"\xc5\xd0\xd3\xc6":
+        return "PostScript/EPS (never decoded: Pillow would hand it to Ghostscript)"
     if h[:5].lower() in (b"<?xml", b"<svg ") or b"<svg" in head[:1024].lower():
         return "SVG (vector XML)"
     if head[4:8] == b"ftyp":
@@ -92,15 +97,15 @@ def pixel_limit(max_pixels: int):
         Image.MAX_IMAGE_PIXELS = old
 
 
-def check_image(path: str, max_pixels: int, min_side: int, fixed_dir: str | None) -> ImageResult:
-    """Check one file; write its upright RGB copy into ``fixed_dir`` if it needs fixing (None: don't)."""
+def check_image(path: str, max_pixels: int, min_side: int, fixed_dir: str | None,
+                max_bytes: int = MAX_IMAGE_BYTES) -> ImageResult:
+    """Check one file; write its upright RGB copy into ``fixed_dir`` if it needs fixing (None: don't).
+    Only a regular file of at most ``max_bytes`` is read (``/dev/zero`` is a row problem, not a hang)."""
     res = ImageResult(path=path)
     try:
-        data = Path(path).read_bytes()
-    except FileNotFoundError:
-        return _bad(res, MISSING_FILE, "file does not exist")
-    except OSError as e:  # a folder, no permission, an I/O error on a failing SD card
-        return _bad(res, UNREADABLE_FILE, f"cannot read: {e.strerror or e}")
+        data = read_image_bytes(path, max_bytes)
+    except ImageFileError as e:
+        return _bad(res, e.kind, e.reason)
     if not data:
         return _bad(res, ZERO_BYTE, "file is empty (0 bytes)")
     res.sha256 = hashlib.sha256(data).hexdigest()
@@ -120,9 +125,11 @@ def _decode(res: ImageResult, data: bytes, max_pixels: int, min_side: int, fixed
     from PIL import Image, UnidentifiedImageError
 
     try:
-        img = Image.open(io.BytesIO(data))
+        # formats=: only the decoders we list may run (an EPS renamed .jpg must never reach Ghostscript)
+        img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
     except UnidentifiedImageError:
-        _bad(res, UNSUPPORTED_FORMAT, f"content is {sniff(data[:2048])}, not an image format Pillow decodes")
+        _bad(res, UNSUPPORTED_FORMAT, f"content is {sniff(data[:2048])}, not one of the image formats read "
+                                      f"({', '.join(IMAGE_FORMATS)})")
         return
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         _bad(res, DECOMPRESSION_BOMB, _bomb_message(e, max_pixels))
@@ -189,13 +196,11 @@ def _write_fixed(img, res: ImageResult, fixed_dir: Path) -> str:
     if out.exists():
         return str(out)
     rgb = to_rgb(ImageOps.exif_transpose(img))
-    fixed_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f"{out.name}.{os.getpid()}.tmp")
-    if lossy:
-        rgb.save(tmp, "JPEG", quality=95, subsampling=0)  # one re-encode, as close to the source as JPEG gets
-    else:
-        rgb.save(tmp, "PNG")
-    os.replace(tmp, out)  # atomic: two rows of the same image in two workers leave one whole file
+    with atomic_path(out) as tmp:  # two rows of the same image in two workers leave one whole file
+        if lossy:
+            rgb.save(tmp, "JPEG", quality=95, subsampling=0)  # one re-encode, as close to the source as JPEG gets
+        else:
+            rgb.save(tmp, "PNG")
     return str(out)
 
 
@@ -204,7 +209,7 @@ def _check_image_args(args: tuple) -> ImageResult:
 
 
 def check_images(paths: list[str], max_pixels: int, min_side: int, fixed_dir: str | None,
-                 workers: int = 0) -> list[ImageResult]:
+                 workers: int = 0, max_bytes: int = MAX_IMAGE_BYTES) -> list[ImageResult]:
     """:func:`check_image` over ``paths`` in a process pool (``workers`` 0: min(4, CPUs); 1: in process).
 
     ``imap`` returns results in task order, so the outcome never depends on the worker count.
@@ -213,7 +218,7 @@ def check_images(paths: list[str], max_pixels: int, min_side: int, fixed_dir: st
 
     from lugha.progress import progress
 
-    tasks = [(p, max_pixels, min_side, fixed_dir) for p in paths]
+    tasks = [(p, max_pixels, min_side, fixed_dir, max_bytes) for p in paths]
     n = max(1, min(workers or min(4, os.cpu_count() or 1), len(tasks)))
     if n == 1:
         return list(progress(map(_check_image_args, tasks), total=len(tasks), desc="checking images"))

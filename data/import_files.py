@@ -49,7 +49,7 @@ def import_folder(folder: str | os.PathLike, lang: str | None = None, label_from
     root = Path(folder)
     if not root.is_dir():
         raise DataError(f"{root}: not a folder")
-    b = RecordBuilder("folder", options)
+    b = RecordBuilder("folder", options, root)
     listing = list(_folder_images(root))
     total = sum(len(images) for _, images, _ in listing)
     pairs = ((d, image, images, files) for d, images, files in listing for image in images)
@@ -83,6 +83,18 @@ def import_folder(folder: str | os.PathLike, lang: str | None = None, label_from
     return b.finish()
 
 
+def _csv_rows(reader: csv.DictReader, path: Path, header: bool = False):
+    """The reader's rows (or, with ``header``, its field names once), a broken table a :class:`DataError`
+    naming the line: a NUL byte, a field over csv's 128 kB limit, bytes that are not UTF-8."""
+    try:
+        if header:
+            yield reader.fieldnames
+            return
+        yield from reader
+    except (csv.Error, UnicodeDecodeError) as e:
+        raise DataError(f"{path}:{reader.line_num}: cannot read as a table ({type(e).__name__}: {e})") from None
+
+
 def _delimiter(path: Path, delimiter: str | None) -> str:
     if delimiter in ("tab", "\\t", "\t"):
         return "\t"
@@ -107,14 +119,14 @@ def import_csv(table: str | os.PathLike, images: str | os.PathLike | None = None
     if lang_col is None and lang is None:
         raise DataError(f"{path}: no language: pass --lang-col (a column) or --lang (one for all rows)")
     delim = _delimiter(path, delimiter)
-    b = RecordBuilder("csv", options)
+    b = RecordBuilder("csv", options, root)
     try:
         f = open(path, encoding="utf-8-sig", newline="")  # -sig: Excel writes a byte-order mark
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     with f:
         reader = csv.DictReader(f, delimiter=delim)
-        header = reader.fieldnames or []
+        header = next(_csv_rows(reader, path, header=True), None) or []
         wanted = {"--image-col": image_col, "--text-col": text_col, "--lang-col": lang_col, "--id-col": id_col,
                   "--label-col": label_col, "--split-col": split_col}
         missing = [f"{flag} {col!r}" for flag, col in wanted.items() if col is not None and col not in header]
@@ -122,7 +134,7 @@ def import_csv(table: str | os.PathLike, images: str | os.PathLike | None = None
             raise DataError(f"{path}: no column {', '.join(missing)}; the header has {header} "
                             f"(delimiter {delim!r}; set --delimiter if that is wrong)")
         bad_splits = []
-        for row in progress(reader, desc="csv"):
+        for row in progress(_csv_rows(reader, path), desc="csv"):
             where = f"{path.name}:{reader.line_num}"
             code = (row.get(lang_col) or "").strip() if lang_col else ""
             split = b.split

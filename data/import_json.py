@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from lugha.errors import DataError
+from lugha.jsonl import iter_jsonl
 from lugha.progress import progress
 from lugha.data.importers import ImportOptions, ImportResult, RecordBuilder, normalize_split, require_dir
 from lugha.langcodes import normalize_langs
@@ -19,6 +20,10 @@ def _load_json(path: Path):
         raise DataError(f"{path}: file not found") from None
     except json.JSONDecodeError as e:
         raise DataError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 (byte {e.start})") from None
+    except RecursionError:  # [[[[... deep enough to exhaust the parser's stack
+        raise DataError(f"{path}: JSON nested too deep to parse (malformed_json)") from None
 
 
 def import_coco(captions: str | os.PathLike, images: str | os.PathLike, lang: str = "en",
@@ -40,7 +45,7 @@ def import_coco(captions: str | os.PathLike, images: str | os.PathLike, lang: st
         if not isinstance(img, dict) or "id" not in img or not isinstance(img.get("file_name"), str):
             raise DataError(f"{path}: images[{i}] needs 'id' and 'file_name'")
         files[img["id"]] = img["file_name"]
-    b = RecordBuilder("coco", options)
+    b = RecordBuilder("coco", options, root)
     for i, ann in enumerate(progress(anns, desc="coco")):
         where = f"{path.name}:annotations[{i}]"
         if not isinstance(ann, dict) or "id" not in ann or "image_id" not in ann:
@@ -63,7 +68,7 @@ def import_karpathy(split_file: str | os.PathLike, images: str | os.PathLike, la
     data = _load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise DataError(f"{path}: not a Karpathy split file (needs a top-level 'images' list)")
-    b = RecordBuilder("karpathy", options)
+    b = RecordBuilder("karpathy", options, root)
     for i, img in enumerate(progress(data["images"], desc="karpathy")):
         where = f"{path.name}:images[{i}]"
         if not isinstance(img, dict) or not isinstance(img.get("filename"), str) \
@@ -87,21 +92,15 @@ def import_xm3600(captions: str | os.PathLike, images: str | os.PathLike, langs:
     form). Id: ``xm3600-<key>-<lang>-<n>``."""
     path, root = Path(captions), require_dir(images, "--images")
     wanted = set(normalize_langs(langs)) if langs else None
-    b = RecordBuilder("xm3600", options)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
+    b = RecordBuilder("xm3600", options, root)
     seen: set[str] = set()
-    for lineno, line in enumerate(progress(lines, desc="xm3600"), 1):
-        if not line.strip():
+    for line in progress(iter_jsonl(path), desc="xm3600"):
+        where = f"{path.name}:{line.lineno}"
+        if line.kind is not None:  # a bad line is a reported row, the rest of the file is still read
+            b.skip(where, f"{line.kind}: {line.message}")
             continue
-        where = f"{path.name}:{lineno}"
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{where}: not valid JSON ({e.msg})") from None
-        key = obj.get("image/key") if isinstance(obj, dict) else None
+        obj = line.data
+        key = obj.get("image/key")
         if not isinstance(key, str):
             raise DataError(f"{where}: no 'image/key'")
         for code, entry in obj.items():

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from lugha.errors import DataError
+from lugha.jsonl import read_text_lines as _read_text_lines, unicode_problem
 from lugha.langcodes import LangNormalizer, language_name
 from lugha.records import SPLITS, Record
 
@@ -73,6 +74,7 @@ class ImportOptions:
     id_prefix: str | None = None
     split: str = ""
     check_images: bool = True
+    allow_outside: bool = False  # True: image names may be absolute or climb out of the images folder
 
 
 @dataclass
@@ -112,8 +114,10 @@ class RecordBuilder:
 
     MAX_LISTED = 10
 
-    def __init__(self, fmt: str, options: ImportOptions | None = None):
+    def __init__(self, fmt: str, options: ImportOptions | None = None, images_root: str | os.PathLike | None = None):
         opts = options or ImportOptions()
+        # Image names come from the caption file: unless allowed, each must stay inside the images folder.
+        self.images_root = None if images_root is None or opts.allow_outside else os.path.abspath(images_root)
         self.format = fmt
         self.prefix = fmt if opts.id_prefix is None else opts.id_prefix
         self.split = normalize_split(opts.split, "--split")
@@ -158,6 +162,14 @@ class RecordBuilder:
         if not text:
             self.skip(where, "empty caption")
             return None
+        bad = unicode_problem({"id": id, "text": text, "image": str(image), "group": group, "label": label})
+        if bad:  # valid JSON, but no UTF-8 manifest can hold it
+            self.skip(where, f"invalid Unicode: {bad} is a lone surrogate")
+            return None
+        if self.images_root is not None and not _inside(self.images_root, image):
+            self.skip(where, f"image path {str(image)!r} leaves the images folder {self.images_root} "
+                             "(absolute or '..'); pass --allow-outside if the captions file is yours")
+            return None
         ref = self.image_ref(image)
         if ref is None:
             self.skip(where, f"image not found: {image}")
@@ -188,19 +200,19 @@ class RecordBuilder:
         return ImportResult(self.format, self.records, self.skipped)
 
 
-def read_text_lines(path: Path) -> list[str]:
-    """Lines of a UTF-8 text file (``.gz`` too, as Multi30k ships them), without line ends."""
-    import gzip
-
+def _inside(root: str, image: os.PathLike | str) -> bool:
+    """True when ``image`` (as written, ``..`` resolved by text) lies in ``root``."""
+    path = os.path.normpath(os.path.abspath(image))
     try:
-        if path.suffix == ".gz":
-            with gzip.open(path, "rt", encoding="utf-8-sig") as f:
-                return f.read().splitlines()
-        return path.read_text(encoding="utf-8-sig").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found") from None
-    except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        return os.path.commonpath([root, path]) == root
+    except ValueError:  # another drive on Windows
+        return False
+
+
+def read_text_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file (``.gz`` too, as Multi30k ships them: streamed, with a cap on the
+    inflated size, never read whole), without line ends."""
+    return _read_text_lines(path)
 
 
 def require_dir(path: str | os.PathLike, what: str) -> Path:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
 from lugha._schema import from_dict, to_dict
+from lugha.atomic import atomic_write
 from lugha.errors import ConfigError, DataError
+from lugha.jsonl import iter_jsonl, parse_line, unicode_problem
 
 Split = Literal["train", "val", "test", ""]
 SPLITS = ("train", "val", "test")
@@ -45,23 +47,28 @@ class Record:
         return json.dumps(d, ensure_ascii=False)
 
 
-def parse_record(line: str, where: str) -> Record:
+def parse_record(line: str | bytes, where: str) -> Record:
+    """One manifest line as a :class:`Record`; any problem (bad JSON, nesting that would crash the parser,
+    a lone surrogate, a bad field) is a :class:`DataError` naming ``where``."""
+    parsed = parse_line(0, line.encode("utf-8", "surrogatepass") if isinstance(line, str) else line)
+    if parsed.kind is not None:
+        raise DataError(f"{where}: {parsed.kind}: {parsed.message}")
     try:
-        data = json.loads(line)
-    except json.JSONDecodeError as e:
-        raise DataError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
-    try:
-        return from_dict(Record, data, "record")
+        return from_dict(Record, parsed.data, "record")
     except ConfigError as e:
         raise DataError(f"{where}: {e}") from None
 
 
 def iter_manifest(path: str | os.PathLike) -> Iterator[Record]:
-    """Records of a JSONL manifest; a bad line raises :class:`DataError` naming file and line."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield parse_record(line, f"{path}:{lineno}")
+    """Records of a JSONL manifest (``.gz`` too); a bad line raises :class:`DataError` naming file and
+    line (``lugha data check`` reports every bad line instead of stopping at the first)."""
+    for line in iter_jsonl(path):
+        if line.kind is not None:
+            raise DataError(f"{path}:{line.lineno}: {line.kind}: {line.message}")
+        try:
+            yield from_dict(Record, line.data, "record")
+        except ConfigError as e:
+            raise DataError(f"{path}:{line.lineno}: {e}") from None
 
 
 def read_manifest(path: str | os.PathLike) -> list[Record]:
@@ -69,14 +76,18 @@ def read_manifest(path: str | os.PathLike) -> list[Record]:
 
 
 def write_manifest(path: str | os.PathLike, records: Iterable[Record]) -> int:
-    """Write atomically (temp file then rename) so an interrupted import never leaves half a manifest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    """Write atomically (unique temp file, fsync, rename) so an interrupted import never leaves half a
+    manifest. A record UTF-8 cannot hold (a lone surrogate) is a :class:`DataError` naming its id, and
+    the previous manifest, if any, is left as it was."""
     n = 0
-    with open(tmp, "w", encoding="utf-8") as f:
+    with atomic_write(path) as f:
         for r in records:
-            f.write(r.to_json() + "\n")
+            line = r.to_json()
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                raise DataError(f"{path}: record {r.id!r}: {unicode_problem(to_dict(r))} is a lone surrogate, "
+                                "not a character; nothing written") from None
+            f.write(line + "\n")
             n += 1
-    os.replace(tmp, path)
     return n

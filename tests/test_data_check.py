@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -218,7 +219,9 @@ def test_out_elsewhere_keeps_paths_resolvable_and_clean_rerun_is_ok(tmp_path):
     assert Path(rep.outputs["fixed_dir"]).parent == out.parent
     for rec in read_manifest(out):
         assert rec.image_path(out.parent).is_file()
-    again = check_manifest(out, opts(write=False))
+    # the copy's paths climb out of its folder ('../imgs/a.jpg'): reported unless the user allows it
+    assert check_manifest(out, opts(write=False)).counts == {"image_outside_root": 1}
+    again = check_manifest(out, opts(write=False, allow_outside=True))
     assert again.ok and again.kept == 2
 
 
@@ -253,7 +256,13 @@ def build_mixed(tmp: Path) -> tuple[Path, list[str | None]]:
              ("missing_field", {"id": f"r{n + 7}", "image": "good1.jpg", "lang": "sw"}),
              ("bad_field", row(n + 8, "good1.jpg", split="dev")),
              ("bad_json", b'{"id": "r999" "image": "good1.jpg"}'),
-             ("invalid_utf8", b'{"id": "r998", "image": "good1.jpg", "text": "\xc3\x28", "lang": "sw"}')]
+             ("invalid_utf8", b'{"id": "r998", "image": "good1.jpg", "text": "\xc3\x28", "lang": "sw"}'),
+             ("invalid_unicode", b'{"id": "r997", "image": "good1.jpg", "text": "Maandishi \\ud800 mabovu", "lang": "sw"}'),
+             ("malformed_json", b"[" * 100_000),
+             ("line_too_long", b'{"id": "r996", "text": "' + b"a" * (1 << 20) + b'"}'),
+             ("image_outside_root", row(n + 9, "../good1.jpg")),
+             ("not_regular_file", row(n + 10, "zero.jpg"))]
+    os.symlink("/dev/zero", tmp / "zero.jpg")  # inside the folder, so only the file type can refuse it
     return write_lines(tmp / "mixed.jsonl", [line for _, line in spec]), [k for k, _ in spec]
 
 
@@ -263,7 +272,8 @@ def test_mixed_manifest_every_kind_counted_no_row_lost(tmp_path, capsys):
     rep = check_manifest(manifest, opts(min_per_split=2, max_chars=100))
     expected = Counter(k for k in kinds if k) + Counter(few_rows=1)  # yo has 1 row in val
     assert rep.counts == dict(expected)
-    assert set(rep.counts) == set(KINDS) - {"mode_other"}  # the fixture really covers every kind
+    # the fixture really covers every kind (file_too_large: test_hostile_input, with a small --max-image-mb)
+    assert set(rep.counts) == set(KINDS) - {"mode_other", "file_too_large"}
     kept_lines = {i + 1 for i, k in enumerate(kinds) if k not in skips}
     assert [int(r.id[1:]) for r in rep.records] == [int(json.loads(line)["id"][1:]) for i, line in
                                                     enumerate(manifest.read_bytes().splitlines()) if i + 1 in kept_lines]
