@@ -80,7 +80,7 @@ def import_flickr(captions: str | os.PathLike, images: str | os.PathLike, lang: 
     if not kind:
         raise DataError(f"{path}: not a Flickr caption file (first line {first[:60]!r}; expected "
                         "'x.jpg#0<TAB>caption', 'image_name| comment_number| comment' or 'image,caption')")
-    b = RecordBuilder("flickr", options)
+    b = RecordBuilder("flickr", options, root)
     for where, image, n, text in progress(_flickr_rows(lines, kind, path.name), total=len(lines), desc="flickr"):
         if image is None:
             b.skip(where, text)
@@ -131,7 +131,7 @@ def import_multi30k(texts: list[str | os.PathLike], image_list: str | os.PathLik
     if bad:
         raise DataError(f"line counts differ: {list_path.name} has {len(names)} lines but " + ", ".join(bad)
                         + " (the files must be aligned line by line)")
-    b = RecordBuilder("multi30k", options)
+    b = RecordBuilder("multi30k", options, root)
     total = len(names) * len(files)
     rows = ((p, stem, lang, i, name, lines[i]) for p, stem, lang, lines in files for i, name in enumerate(names))
     for p, stem, lang, i, name, text in progress(rows, total=total, desc="multi30k"):
