@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ a local SQLite file, and never sent anywhere. On-phone mode runs the model in th
 
   lugha serve bundles/demo                                   # http://127.0.0.1:8080 on this machine
   lugha serve bundles/demo --gallery photos/ --db field.sqlite
-  lugha serve bundles/demo --host 192.168.4.1 --pin 4821 --self-signed   # the Pi's hotspot, https, admin PIN
+  LUGHA_SERVE_PIN=482193 lugha serve bundles/demo --host 192.168.4.1 --self-signed   # hotspot, https, admin
   lugha serve bundles/demo --host 192.168.4.1 --tls-cert pi.crt --tls-key pi.key   # your own certificate
   lugha feedback report --db field.sqlite --bundle bundles/demo            # afterwards: human vs automatic
 
@@ -27,6 +26,10 @@ the camera, only in a secure context: https or localhost. --self-signed makes a 
 certificate for --host (and --allow-host names) beside the database (field.sqlite -> field.tls/), reused
 on restart, and prints the CA's SHA-256 fingerprint: on each phone open https://HOST:PORT/ca.crt, check
 the fingerprint, install it (Android: Settings > Security > Install a certificate > CA certificate).
+
+The admin PIN is read from --pin-file or $LUGHA_SERVE_PIN, never from the command line (every user of
+the machine sees arguments in `ps`). Over plain http the PIN crosses the hotspot in clear: anyone on it
+can read it; use https (--self-signed) when admin is on.
 """
 
 
@@ -38,8 +41,10 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gallery", type=user_path_obj, default=None, help="folder of images for text -> image search")
     parser.add_argument("--db", type=user_path_obj, default="feedback.sqlite",
                         help="SQLite file for consent and judgments (default ./feedback.sqlite)")
-    parser.add_argument("--pin", default=os.environ.get("LUGHA_SERVE_PIN"),
-                        help="PIN for admin actions (stats, download); default $LUGHA_SERVE_PIN; none: admin off")
+    parser.add_argument("--pin-file", type=user_path, default=None,
+                        help="file whose first line is the PIN for admin actions (stats, review, download); "
+                             "default $LUGHA_SERVE_PIN; neither: admin off")
+    parser.add_argument("--pin", default=None, help=argparse.SUPPRESS)  # refused: argv is visible in `ps`
     parser.add_argument("--backend", default="auto", help="onnxruntime, litert, tflite or auto (default)")
     parser.add_argument("--precision", default="auto", help="int8, fp32, fp16 or auto (default: int8 first)")
     parser.add_argument("--threads", type=int, default=None, help="inference threads (default: the engine's)")
@@ -51,6 +56,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", type=int, default=30, help="rate-limit burst size (default 30)")
     parser.add_argument("--max-upload-mb", type=float, default=12.0, help="largest photo in MB (default 12)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest photo in pixels (default 40M)")
+    parser.add_argument("--decode-slots", type=int, default=2,
+                        help="photos decoded at once (default 2; each holds its pixels in memory)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
                         help="extra Host name the app may be reached by (e.g. pi.local); repeatable")
     parser.add_argument("--tls-cert", "--cert", dest="tls_cert", type=user_path, default=None,
@@ -66,10 +73,14 @@ def run(args: argparse.Namespace) -> int:
     from lugha.runtimes.serve_app import FieldApp, make_server
     from lugha.runtimes.serve_db import FeedbackDB
     from lugha.runtimes.serve_engine import FieldEngine
-    from lugha.runtimes.serve_security import UploadPolicy
+    from lugha.runtimes.serve_security import UploadPolicy, read_pin
 
-    if args.pin is not None and len(args.pin) < 4:
-        raise ConfigError("--pin", "use at least 4 characters")
+    if args.pin is not None:
+        raise ConfigError("--pin", "a PIN on the command line is visible to every user in `ps`: put it in a file "
+                                   "(--pin-file PATH) or in $LUGHA_SERVE_PIN")
+    if args.decode_slots < 1:
+        raise ConfigError("--decode-slots", "at least 1")
+    pin = read_pin(args.pin_file)
     tls = _tls_files(args)
     engine = FieldEngine(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
                          gallery=args.gallery, cache_dir=args.cache_dir, k=args.k)
@@ -77,9 +88,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"gallery: skipped {why}", file=sys.stderr)
     db = FeedbackDB(args.db)
     policy = UploadPolicy(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
-    app = FieldApp(engine, db, pin=args.pin, rate=args.rate_limit, burst=args.burst, policy=policy,
+    app = FieldApp(engine, db, pin=pin, rate=args.rate_limit, burst=args.burst, policy=policy,
                    allowed_hosts=tuple(args.allow_host), tls=tls is not None, quiet=args.quiet,
-                   ca_cert=tls.ca_cert if tls else None)
+                   ca_cert=tls.ca_cert if tls else None, decode_slots=args.decode_slots)
     server = make_server(app, args.host, args.port, tls.cert if tls else None, tls.key if tls else None)
     host, port = server.server_address[:2]
     scheme = "https" if tls else "http"
@@ -91,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     if not app.vendor_ok:
         print("lugha serve: on-phone mode off (onnxruntime-web not vendored: bash scripts/vendor_web.sh)",
               file=sys.stderr)
+    if pin is not None and tls is None:
+        print("lugha serve: warning: admin is on over plain http; the PIN crosses the hotspot in clear "
+              "(use --self-signed or --tls-cert for https)", file=sys.stderr, flush=True)
     print(f"lugha serve: listening on {scheme}://{host}:{port}/  (Ctrl-C stops)", flush=True)
 
     def stop(signum, frame):  # systemd and `kill` send SIGTERM: close the database as Ctrl-C would

@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-from lugha.errors import LughaError
+from lugha.errors import ConfigError, LughaError
 
 # Magic numbers -> Pillow format name. HEIC/AVIF are left out: Pillow cannot decode them without plugins.
 _MAGIC = ((b"\xff\xd8\xff", "JPEG"), (b"\x89PNG\r\n\x1a\n", "PNG"))
@@ -215,29 +215,80 @@ class RateLimiter:
 
 
 class PinGate:
-    """The admin PIN set at start. No PIN means admin actions are off. Wrong guesses are limited per
-    client (5 per 5 minutes), so a 4-digit PIN cannot be walked from a phone on the hotspot."""
+    """The admin PIN set at start. No PIN means admin actions are off.
 
-    def __init__(self, pin: str | None, attempts: int = 5, window_s: float = 300.0):
+    Two limits on wrong guesses. Per client: 5 per 5 minutes. Global, because a hotspot client can
+    change its address at will: after ``global_free`` wrong PINs in a row from any addresses, every PIN
+    attempt is refused for a back-off that doubles with each further miss (``backoff_s`` up to
+    ``max_backoff_s``), so a 4-digit PIN costs weeks to walk instead of hours. A right PIN ends the
+    streak; during a back-off the right PIN is refused too (the operator can restart the server)."""
+
+    def __init__(self, pin: str | None, attempts: int = 5, window_s: float = 300.0, global_free: int = 10,
+                 backoff_s: float = 2.0, max_backoff_s: float = 900.0, forget_s: float = 3600.0):
         self.pin = pin or None
         self.attempts, self.window_s = attempts, window_s
+        self.global_free, self.backoff_s, self.max_backoff_s, self.forget_s = global_free, backoff_s, max_backoff_s, \
+            forget_s
         self._failures: dict[str, list[float]] = {}
+        self._streak, self._last_miss, self._locked_until = 0, float("-inf"), float("-inf")
         self._lock = threading.Lock()
 
     def check(self, client: str, given: str | None, now: float | None = None) -> None:
         if self.pin is None:
-            raise RequestRejected(403, "admin actions are off: start `lugha serve` with --pin")
+            raise RequestRejected(403, "admin actions are off: start `lugha serve` with --pin-file or $LUGHA_SERVE_PIN")
         now = time.monotonic() if now is None else now
         with self._lock:
+            if now < self._locked_until:
+                raise RequestRejected(429, f"admin is locked after {self._streak} wrong PINs in a row; "
+                                           f"wait {int(self._locked_until - now) + 1} s")
             recent = [t for t in self._failures.get(client, []) if now - t < self.window_s]
             self._failures[client] = recent
             if len(recent) >= self.attempts:
                 raise RequestRejected(429, f"too many wrong PINs; wait {int(self.window_s - (now - recent[0])) + 1} s")
             if not given or not hmac.compare_digest(given.encode(), self.pin.encode()):
                 recent.append(now)
+                self._miss(now)
                 raise RequestRejected(403, "wrong PIN")
             self._failures.pop(client, None)
+            self._streak = 0
+
+    def locked_for(self, now: float | None = None) -> float:
+        """Seconds until any PIN is judged again (0.0: not locked)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            return max(0.0, self._locked_until - now)
+
+    def _miss(self, now: float) -> None:
+        if now - self._last_miss > self.forget_s:  # an hour without a wrong PIN: a fresh start
+            self._streak = 0
+        self._streak, self._last_miss = self._streak + 1, now
+        if self._streak >= self.global_free:
+            delay = min(self.backoff_s * 2 ** (self._streak - self.global_free), self.max_backoff_s)
+            self._locked_until = now + delay
+        if len(self._failures) > 4096:  # addresses are cheap on a hotspot: keep only the ones still counting
+            self._failures = {k: v for k, v in self._failures.items() if v and now - v[-1] < self.window_s}
+
+
+def read_pin(pin_file: str | None, environ: dict | None = None) -> str | None:
+    """The admin PIN from a file (first line) or ``$LUGHA_SERVE_PIN``, never from the command line, where
+    every user of the machine sees it in ``ps``. None: admin actions are off."""
+    import os
+
+    if pin_file:
+        try:
+            with open(pin_file, encoding="utf-8") as f:
+                pin = f.readline().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError("--pin-file", f"{pin_file}: cannot read it ({e})") from None
+        if not pin:
+            raise ConfigError("--pin-file", f"{pin_file}: the first line is empty")
+    else:
+        pin = (os.environ if environ is None else environ).get("LUGHA_SERVE_PIN") or None
+    if pin is not None and len(pin) < 4:
+        raise ConfigError("--pin-file" if pin_file else "LUGHA_SERVE_PIN", "use at least 4 characters (6+ digits is "
+                                                                         "better)")
+    return pin
 
 
 __all__ = ["UploadPolicy", "RequestRejected", "sniff_format", "check_request_type", "decode_upload", "reencode",
-           "CsrfGuard", "check_same_origin", "host_allowed", "RateLimiter", "PinGate", "ALLOWED_FORMATS"]
+           "CsrfGuard", "check_same_origin", "host_allowed", "RateLimiter", "PinGate", "read_pin", "ALLOWED_FORMATS"]

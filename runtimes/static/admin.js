@@ -1,4 +1,4 @@
-// The admin page: every action needs the PIN given to `lugha serve --pin` (checked by the server).
+// The admin page: every action needs the PIN `lugha serve` read from --pin-file or $LUGHA_SERVE_PIN (checked by the server).
 const $ = (s) => document.querySelector(s);
 let csrf = null;
 
