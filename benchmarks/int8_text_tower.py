@@ -41,7 +41,7 @@ class Bench:
 
     def __init__(self, source, max_drop: float = 1.0):
         from lugha.export import gates
-        from lugha.export.graph_runners import torch_runner
+        from lugha.export.specs import reference_runner as torch_runner
         from lugha.export.source import eval_pairs, token_encoder
         from lugha.export.specs import SPECS
         from lugha.preprocess import preprocess_batch

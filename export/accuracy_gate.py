@@ -19,6 +19,7 @@ from lugha.export import fusion_head as fh
 from lugha.export import gates
 from lugha.export.source import limit_pairs, token_encoder
 from lugha.export.specs import reference_runner
+from lugha.vocabulary import REFERENCE_METRIC, metric_key
 
 METHOD = ("paired per-item outcomes vs PyTorch fp32; fail: one-sided exact binomial test on the discordant "
           "items (margin 0) or Tango's score test (margin > 0), Holm over all cells; pass: Tango's one-sided 95 % "
@@ -58,10 +59,10 @@ def evaluate_all(source, data: gates.EvalData, gate_sets: list[gates.EvalData], 
     model, layout = source.model, source.layout
     by_name = {s.name: s for s in specs}
     torch_graphs = {n: reference_runner(s, model, layout) for n, s in by_name.items()}
-    graphs_of = {"torch/fp32": torch_graphs}
+    graphs_of = {REFERENCE_METRIC: torch_graphs}
     for fmt in opts.formats:
         for precision in opts.precisions:
-            name = f"{fmt}/{precision}"
+            name = metric_key(fmt, precision)
             graphs_of[name] = {g: runners[f"{g}/{name}"] for g in by_name}
     head = getattr(model, "fusion_head", None)
     gated_head = "fusion_head" in by_name and getattr(head, "classes", None)  # a classify run: its labels too

@@ -235,7 +235,7 @@ def export_and_time(exp: FusionExperiment, model, head, test: HeadData, work: Pa
     """Export ``head`` to ONNX through its spec, check fp32 parity on test rows (both sides, image missing,
     text missing) and time onnxruntime at batch 1 (warm-up, then ``latency_repeats`` runs, median)."""
     from lugha.export.graph_runners import onnx_runner
-    from lugha.export.onnx_export import export_onnx, onnx_session, run_onnx
+    from lugha.export.onnx_export import export_onnx
     from lugha.export.specs import SPECS, CrossAttentionHeadSpec, tolerance_for, torch_reference
     from lugha.parity import compare_outputs
 
@@ -252,13 +252,13 @@ def export_and_time(exp: FusionExperiment, model, head, test: HeadData, work: Pa
     ref = torch_reference(spec, model, inputs)
     out = onnx_runner(done.path, threads=exp.threads)(inputs)
     parity = compare_outputs(ref, out, tolerance_for(*spec.tolerances["fp32"], ref), spec.name)[0]
-    session, one = onnx_session(done.path, threads=exp.threads), {k: v[:1] for k, v in inputs.items()}
+    session, one = onnx_runner(done.path, threads=exp.threads), {k: v[:1] for k, v in inputs.items()}
     for _ in range(exp.latency_warmup):
-        run_onnx(session, one)
+        session(one)
     times = []
     for _ in range(exp.latency_repeats):
         t0 = time.perf_counter()
-        run_onnx(session, one)
+        session(one)
         times.append(time.perf_counter() - t0)
     key = spec.output_names()[0]
     return {"spec": spec.name, "exporter": done.exporter, "onnx_kb": done.path.stat().st_size / 1024,

@@ -1,8 +1,9 @@
-"""Run one exported graph (or its PyTorch original) on named numpy inputs: what the gates call.
+"""Run one exported graph on named numpy inputs: what the gates call.
 
 Every runner is ``runner(inputs: dict[str, ndarray]) -> dict[str, ndarray]`` with the spec's tensor
-names, whatever the backend: PyTorch, onnxruntime, or a LiteRT interpreter driven by the runtime's own
-:class:`lugha.tflite_io.SignatureSet` (static batch 1, rows one by one, text on the shortest signature
+names, whatever the backend (the PyTorch original is :func:`lugha.export.specs.reference_runner`):
+onnxruntime, or a LiteRT interpreter driven by the runtime's own
+:class:`lugha.runtimes.tflite_io.SignatureSet` (static batch 1, rows one by one, text on the shortest signature
 that fits), so a gate measures what a device runs.
 """
 from __future__ import annotations
@@ -13,31 +14,22 @@ from typing import Callable
 import numpy as np
 
 from lugha.errors import MissingDependencyError
-from lugha.tflite_io import SignatureSet
+from lugha.manifest import GraphSpec
+from lugha.runtimes.tflite_io import SignatureSet
 
 from lugha.export.specs import ExportSpec
 
 Runner = Callable[[dict[str, np.ndarray]], dict[str, np.ndarray]]
 
 
-def torch_runner(spec: ExportSpec, model, layout: str = "NCHW") -> Runner:
-    import torch
+def onnx_runner(path: str | Path, threads: int | None = None, spec: GraphSpec | None = None) -> Runner:
+    """The runtime's own ONNX Runtime session (:class:`lugha.runtimes.ort_backend.OrtSession`) as a
+    runner: inputs cast to ``spec``'s dtypes (None: the graph's own), outputs by name. Extra inputs in
+    the dict are ignored, as a device's host code passes only what the graph takes."""
+    from lugha.runtimes.ort_backend import OrtSession
 
-    module = spec.wrap(model, layout)
-
-    def run(inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        with torch.no_grad():
-            out = module(*[torch.from_numpy(np.ascontiguousarray(inputs[n])) for n in spec.input_names()])
-        return {spec.output_names()[0]: out.float().numpy()}
-
-    return run
-
-
-def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
-    from lugha.export.onnx_export import onnx_session, run_onnx
-
-    session = onnx_session(path, threads)
-    return lambda inputs: run_onnx(session, inputs)
+    session = OrtSession(path, spec, threads)
+    return lambda inputs: session.run({n: inputs[n] for n in session.input_names})
 
 
 def tflite_interpreter(path: str | Path, threads: int | None = None):
@@ -50,7 +42,7 @@ def tflite_interpreter(path: str | Path, threads: int | None = None):
 
 def tflite_signatures(path: str | Path, spec: ExportSpec, pad_ids: dict[str, int] | None = None,
                       threads: int | None = None) -> SignatureSet:
-    """The runtime's own signature handling (:class:`lugha.tflite_io.SignatureSet`) over one graph."""
+    """The runtime's own signature handling (:class:`lugha.runtimes.tflite_io.SignatureSet`) over one graph."""
     return SignatureSet(tflite_interpreter(path, threads), spec.input_names(), spec.output_names(), str(path),
                         spec.name, fill=pad_ids)
 
@@ -76,5 +68,5 @@ def batched(runner: Runner, inputs: dict[str, np.ndarray], batch_size: int = 64)
     return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
-__all__ = ["Runner", "torch_runner", "onnx_runner", "tflite_runner", "tflite_interpreter", "tflite_signatures",
+__all__ = ["Runner", "onnx_runner", "tflite_runner", "tflite_interpreter", "tflite_signatures",
            "batched", "io_quantization"]

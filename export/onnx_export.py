@@ -7,10 +7,7 @@ goes anywhere near a bundle.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from lugha.errors import LughaError
 from lugha.manifest import TensorSpec
 
 from lugha.export.specs import ExportSpec
+from lugha.export.toolchain import quiet
 
 DYNAMO_OPSET = 18
 LEGACY_OPSET = 17
@@ -66,7 +64,7 @@ def export_onnx(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: st
         reason = "legacy exporter requested"
     start = time.monotonic()
     try:
-        with _quiet():
+        with quiet():
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(spec.input_names()),
                               output_names=list(spec.output_names()), dynamic_axes=spec.dynamic_axes(),
                               opset_version=LEGACY_OPSET, do_constant_folding=True)
@@ -86,18 +84,10 @@ def _export_dynamo(spec: ExportSpec, module, args, path: Path) -> None:
     for name in spec.input_names():
         axes = spec.dynamic_axes().get(name, {})
         dynamic[name] = {i: dims.setdefault(d, Dim(d)) for i, d in axes.items()}
-    with _quiet():
+    with quiet():
         torch.onnx.export(module, args, str(path), dynamo=True, input_names=list(spec.input_names()),
                           output_names=list(spec.output_names()), dynamic_shapes=dynamic,
                           opset_version=DYNAMO_OPSET, external_data=False, verbose=False)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """The exporters print pages of progress and deprecation notes; keep the user's terminal readable."""
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        warnings.simplefilter("ignore")
-        yield
 
 
 def check_onnx(path: str | Path, inputs: tuple[TensorSpec, ...], outputs: tuple[TensorSpec, ...]) -> None:
@@ -117,21 +107,4 @@ def check_onnx(path: str | Path, inputs: tuple[TensorSpec, ...], outputs: tuple[
                               f"{want_in} -> {want_out}")
 
 
-def onnx_session(path: str | Path, threads: int | None = None):
-    """An onnxruntime CPU session (all graph optimisations on)."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    if threads:
-        opts.intra_op_num_threads = threads
-    opts.log_severity_level = 3
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def run_onnx(session, inputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    names = [o.name for o in session.get_outputs()]
-    feed = {i.name: inputs[i.name] for i in session.get_inputs()}
-    return dict(zip(names, session.run(names, feed)))
-
-
-__all__ = ["export_onnx", "check_onnx", "onnx_session", "run_onnx", "OnnxExport", "OnnxExportError"]
+__all__ = ["export_onnx", "check_onnx", "OnnxExport", "OnnxExportError"]

@@ -21,8 +21,6 @@ temporary folder removed whatever happens.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +31,7 @@ import numpy as np
 from lugha.errors import LughaError
 
 from lugha.export.image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
+from lugha.export.toolchain import quiet
 
 # A Gather whose float table has at least this many elements is an embedding table worth quantizing.
 EMBEDDING_MIN_ELEMENTS = 1 << 16
@@ -55,13 +54,6 @@ class QuantReport:
 
     def to_dict(self) -> dict:
         return {"scheme": self.scheme, **self.details}
-
-
-@contextlib.contextmanager
-def _quiet():
-    """ORT's quantization tools print progress to stdout; the export has its own progress lines."""
-    with contextlib.redirect_stdout(io.StringIO()):
-        yield
 
 
 def _symbolic_shapes(model):
@@ -91,14 +83,14 @@ def _pre_process(src: Path, dst: Path) -> None:
     from onnxruntime.quantization import quant_pre_process
 
     try:
-        with _quiet():
+        with quiet():
             inferred = _symbolic_shapes(onnx.load(str(src)))
     except Exception:  # noqa: BLE001 - an op the symbolic engine does not know: ONNX's inference still works
         inferred = None
     if inferred is not None:
         src = dst.with_name(dst.stem + ".shapes.onnx")
         onnx.save(inferred, str(src))
-    with _quiet():
+    with quiet():
         quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
 
 
@@ -114,7 +106,7 @@ def quantize_text_dynamic(src: str | Path, dst: str | Path, per_channel: bool = 
         model = onnx.load(str(pre))
         tables = quantize_embedding_gathers(model)
         onnx.save(model, str(mid))
-        with _quiet():
+        with quiet():
             quantize_dynamic(str(mid), str(dst), op_types_to_quantize=["MatMul"],
                              per_channel=per_channel, weight_type=QuantType.QInt8,
                              nodes_to_exclude=list(nodes_to_exclude))
@@ -230,7 +222,7 @@ def quantize_image_static(src: str | Path, dst: str | Path, batches: Sequence[np
         stem = float_stem_nodes(pre_model, float_stem)
         n_stem = sum(1 for n in pre_model.graph.node if n.op_type == "Conv" and (n.name or n.output[0]) in stem)
         del pre_model
-        with _quiet():
+        with quiet():
             quantize_static(str(pre), str(dst), ImageCalibrationReader(batches),
                             quant_format=QuantFormat.QDQ, per_channel=per_channel, reduce_range=reduce_range,
                             activation_type=act, weight_type=QuantType.QInt8, calibrate_method=calib,

@@ -19,17 +19,13 @@ from lugha.errors import ConfigError
 from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manifest
 from lugha.preprocess import preprocess_batch
 from lugha.tokenizer import spec_for_model
+from lugha.vocabulary import FORMATS, PRECISIONS, REFERENCE_METRIC, metric_key
 
 from lugha.export import accuracy_gate, advisor, bundle_writer as bw, fusion_head as fh, gates
 from lugha.export.graph_runners import onnx_runner, tflite_runner
 from lugha.export.source import ExportSource, calibration_batches, calibration_texts, eval_pairs, limit_pairs, token_encoder
 from lugha.export.specs import reference_runner, specs_for, tolerance_for
 
-# Every output of a PyTorch graph (a cross-attention bundle's encoders have two; graph_runners.torch_runner
-# returns the first only). The name is what _label_packs calls.
-torch_runner = reference_runner
-
-FORMATS, PRECISIONS = ("onnx", "tflite"), ("fp32", "fp16", "int8")
 
 
 @dataclass
@@ -185,13 +181,14 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
             for precision, (rel, quant, tensors_in, g_in) in made.items():
                 ref = reference_runner(spec, model, layout)(g_in)
                 tol = tolerance_for(*spec.tolerances[precision], ref)
-                key = f"{spec.name}/{fmt}/{precision}"
+                key = f"{spec.name}/{metric_key(fmt, precision)}"
                 gs = GraphSpec(spec.name, fmt, precision, rel, tensors_in,
                                spec.outputs(model, static={"batch": 1} if fmt == "tflite" else None),
                                quant, bw.write_golden(root, key, g_in, ref), tol)
                 graphs.append(gs)
                 pads = {"input_ids": int(source.tokenizer.pad_id)}
-                runners[key] = (onnx_runner(root / rel) if fmt == "onnx" else tflite_runner(root / rel, spec, pads))
+                # The ONNX gate opens the graph as a device does: the runtime's session, the bundle's spec.
+                runners[key] = (onnx_runner(root / rel, spec=gs) if fmt == "onnx" else tflite_runner(root / rel, spec, pads))
                 golden_for[key] = (g_in, ref)
                 size = (root / rel).stat().st_size
                 info_rows.append({"key": key, "scheme": quant.get("scheme", ""), "size_mb": size / 1e6})
@@ -223,7 +220,7 @@ def _gates(source, opts, data, split, specs, graphs, runners, golden_for, report
     say(f"parity: {sum(r.ok for r in parity)}/{len(parity)} graphs within tolerance")
     gate_sets = accuracy_gate.gate_data(source, opts, data, split, say)
     metrics, items = accuracy_gate.evaluate_all(source, data, gate_sets, specs, runners, opts)
-    reference_items = items.pop("torch/fp32")
+    reference_items = items.pop(REFERENCE_METRIC)
     cells, pooled = gates.accuracy_cells(reference_items, items, opts.max_drop)
     blocked = gates.blocking(cells, pooled, opts.gate)
     failures = gates.summarize_failures(parity, blocked)
@@ -312,7 +309,7 @@ def _label_packs(source: ExportSource, data: gates.EvalData, root: Path) -> dict
         if r.label and r.lang in data.pairs.languages:
             labels.setdefault(r.lang, set()).add(r.label)
     spec = specs_for(source.model, ("text_encoder",))[0]
-    run = torch_runner(spec, source.model)
+    run = reference_runner(spec, source.model)
     packs = {}
     for lang, names in sorted(labels.items()):
         shown = [data.label_names.get(lang, {}).get(c, c) for c in sorted(names)]

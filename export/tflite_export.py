@@ -17,61 +17,19 @@ bundle's TensorSpecs say so.
 """
 from __future__ import annotations
 
-import contextlib
-import io
-import os
 import tempfile
 import time
-import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from lugha.errors import LughaError, MissingDependencyError
+from lugha.errors import MissingDependencyError
 from lugha.manifest import TensorSpec
-from lugha.tflite_io import fit_length
 
 from lugha.export.specs import ExportSpec
-
-
-class TfliteExportError(LughaError):
-    """litert-torch or ai-edge-quantizer failed on a graph."""
-
-
-@dataclass
-class TfliteExport:
-    graph: str
-    path: Path
-    precision: str
-    seconds: float
-    signatures: dict[str, list[int]] = field(default_factory=dict)  # signature -> input shape
-    quantization: dict = field(default_factory=dict)
-
-
-@contextlib.contextmanager
-def _quiet():
-    """litert-torch prints a progress tree and TF logs; keep the user's terminal readable."""
-    old = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
-    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        if old is None:
-            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
-        else:
-            os.environ["TF_CPP_MIN_LOG_LEVEL"] = old
-
-
-def _litert_torch():
-    try:
-        import litert_torch
-    except ImportError:
-        raise MissingDependencyError("TFLite export needs litert-torch: pip install 'lugha[export]'") from None
-    return litert_torch
+# TfliteExport and TfliteExportError are re-exported: callers know them from here.
+from lugha.export.toolchain import TfliteExport, TfliteExportError, litert_torch, quiet, sample_kwargs
 
 
 def static_inputs(spec: ExportSpec, model, layout: str, seq_length: int | None = None) -> tuple[TensorSpec, ...]:
@@ -83,37 +41,25 @@ def static_inputs(spec: ExportSpec, model, layout: str, seq_length: int | None =
     return tuple(out)
 
 
-def _sample_kwargs(spec: ExportSpec, sample: dict[str, np.ndarray], length: int | None):
-    import torch
-
-    out = {}
-    for name in spec.input_names():
-        x = sample[name][:1]
-        if length is not None:
-            x = fit_length(x, length)  # the runtime's own padding (masked out)
-        out[name] = torch.from_numpy(np.ascontiguousarray(x))
-    return out
-
-
 def convert_float(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: str | Path, layout: str = "NCHW",
                   seq_lengths: Sequence[int] = ()) -> TfliteExport:
     """fp32 flatbuffer: one ``seq_<L>`` signature per length for token inputs, else ``serving_default``."""
-    lt = _litert_torch()
+    lt = litert_torch()
     module, start = spec.wrap(model, layout), time.monotonic()
     tokens = any(n in ("input_ids", "attention_mask") for n in spec.input_names())
     try:
-        with _quiet():
+        with quiet():
             if tokens:
                 if not seq_lengths:
                     raise TfliteExportError(f"{spec.name}: token inputs need at least one sequence length")
                 conv = None
                 for length in sorted(set(seq_lengths)):
-                    kw = _sample_kwargs(spec, sample, length)
+                    kw = sample_kwargs(spec, sample, length)
                     conv = (lt.signature if conv is None else conv.signature)(f"seq_{length}", module, sample_kwargs=kw)
                 edge = conv.convert()
                 sigs = {f"seq_{n}": [1, n] for n in sorted(set(seq_lengths))}
             else:
-                kw = _sample_kwargs(spec, sample, None)
+                kw = sample_kwargs(spec, sample, None)
                 edge = lt.convert(module, sample_kwargs=kw)
                 sigs = {"serving_default": list(next(iter(kw.values())).shape)}
             edge.export(str(path))
@@ -136,7 +82,7 @@ def quantize_flatbuffer(src: str | Path, dst: str | Path, precision: str) -> dic
     except ImportError:
         raise MissingDependencyError("TFLite quantization needs ai-edge-quantizer: pip install 'lugha[export]'") from None
     try:
-        with _quiet():
+        with quiet():
             qt = aeq.Quantizer(str(src))
             if precision == "int8":
                 qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())

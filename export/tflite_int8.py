@@ -6,7 +6,7 @@ litert-torch's stock quantizer (mean cosine to fp32 on Lite0 0.786): a conv foll
 observed *after* the clamp (stock: the clamp shares the conv's observer, so the int8 grid spans the
 pre-activation range: 0.980), the weights are GPTQ-rounded (0.997) and the stem stays float (0.9988) as
 on the ONNX path (benchmarks/int8_image_tower.json). A float stem makes the graph's input float32; its output stays
-int8 (the runtime dequantizes it with the tensor's own scale, :mod:`lugha.tflite_io`). Activation ranges
+int8 (the runtime dequantizes it with the tensor's own scale, :mod:`lugha.runtimes.tflite_io`). Activation ranges
 are the calibration images' min/max, not litert-torch's histogram observer: that one picks the range with
 the least L2 error *on the calibration images*, clipping what they did not show, and the worst held-out
 image paid for it (min cosine 0.9925 -> 0.9974, mean unchanged at 0.9990; the ONNX path's percentile
@@ -22,7 +22,7 @@ import numpy as np
 
 from lugha.export.image_int8 import ROUNDINGS, HessianSum, conv_patches, float_stem_length, gptq_round, round_keep_kernel_sums
 from lugha.export.specs import ExportSpec
-from lugha.export.tflite_export import TfliteExport, TfliteExportError, _litert_torch, _quiet, _sample_kwargs
+from lugha.export.toolchain import TfliteExport, TfliteExportError, litert_torch, quiet, sample_kwargs
 
 _CONVS = ("aten.conv2d.default", "aten.convolution.default")
 _LINEAR = "aten.linear.default"
@@ -218,15 +218,15 @@ def convert_image_int8_pt2e(spec: ExportSpec, model, sample: dict[str, np.ndarra
         raise TfliteExportError(f"{spec.name}: static int8 needs calibration images; none were given")
     if rounding not in ROUNDINGS:
         raise TfliteExportError(f"rounding {rounding!r}: expected one of {ROUNDINGS}")
-    lt = _litert_torch()
+    lt = litert_torch()
     from litert_torch.quantize.quant_config import QuantConfig
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
 
     module, start = spec.wrap(model, layout), time.monotonic()
-    kw = _sample_kwargs(spec, sample, None)
+    kw = sample_kwargs(spec, sample, None)
     name = spec.input_names()[0]
     try:
-        with _quiet():
+        with quiet():
             graph = torch.export.export(module.eval(), (), kw).module()  # eval: BatchNorm uses running stats
             quantizer = _clamp_aware_quantizer(clamp_aware, _stem_nodes(graph, float_stem), observer)
             prepared = move_exported_model_to_eval(quantize_pt2e.prepare_pt2e(graph, quantizer))

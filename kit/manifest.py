@@ -24,12 +24,11 @@ from lugha.hashing import is_sha256_hex, sha256_file
 from lugha.preprocess import PreprocessSpec
 from lugha.progress import progress
 from lugha.tokenizer import TokenizerSpec
+from lugha.vocabulary import GraphFormat, Precision, metric_key
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 
-GraphFormat = Literal["onnx", "tflite"]
-Precision = Literal["fp32", "fp16", "int8"]
 TensorDtype = Literal["float32", "float16", "int8", "uint8", "int32", "int64", "bool"]
 
 
@@ -89,8 +88,8 @@ class Tolerance:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """One exported graph. ``name`` is its role (``image_encoder``, ``text_encoder``, ``fusion_head``);
-    ``(name, format, precision)`` is unique within a bundle. ``quantization``: free-form details
+    """One exported graph. ``name`` is its role (:data:`lugha.vocabulary.GRAPH_ROLES`); ``(name, format,
+    precision)`` is unique within a bundle. ``quantization``: free-form details
     (scheme, calibration set size, per-channel...), recorded for the reader, not interpreted."""
 
     name: str
@@ -109,12 +108,14 @@ class GraphSpec:
 
     @property
     def key(self) -> str:
-        return f"{self.name}/{self.format}/{self.precision}"
+        return f"{self.name}/{metric_key(self.format, self.precision)}"
 
 
 @dataclass(frozen=True)
 class BundleManifest:
-    """``metrics``: precision -> language -> metric -> value (e.g. ``{"int8": {"yo": {"R@1": 0.41}}}``).
+    """``metrics``: candidate -> language -> metric -> value, the candidate keyed by
+    :func:`lugha.vocabulary.metric_key` (e.g. ``{"onnx/int8": {"yo": {"i2t_r1": 0.41}}}``; ``torch/fp32`` is the
+    PyTorch reference; read them with :func:`lugha.vocabulary.metrics_of`).
     ``accuracy_gate``: every paired comparison the export's accuracy gate decided, and whether
     ``--allow-drop`` overrode it (None: a bundle written without the gate, e.g. by hand)."""
 

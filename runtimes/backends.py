@@ -21,6 +21,7 @@ import numpy as np
 
 from lugha.errors import BundleError, ConfigError, MissingDependencyError
 from lugha.manifest import BundleManifest, GraphSpec
+from lugha.vocabulary import PRECISION_PREFERENCE, REFERENCE_FORMAT
 
 
 class BackendNotInstalledError(MissingDependencyError):
@@ -72,7 +73,7 @@ BACKENDS: dict[str, BackendInfo] = {b.name: b for b in (
 )}
 # "auto" tries these in order.
 AUTO_ORDER = ("onnxruntime", "litert", "tflite")
-PRECISION_ORDER = ("int8", "fp32", "fp16")  # what "auto" prefers: int8 is what edge devices are for
+PRECISION_ORDER = PRECISION_PREFERENCE  # what "auto" prefers: int8 is what edge devices are for
 
 
 def backend_info(name: str) -> BackendInfo:
@@ -147,7 +148,7 @@ class GraphSession:
 
 
 # The reference's name in sessions and benchmark reports (their ``vs_torch`` ratios are against it).
-REFERENCE_BACKEND = "torch"
+REFERENCE_BACKEND = REFERENCE_FORMAT
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from lugha.errors import ConfigError, LughaError
 from lugha.manifest import GraphSpec, bundle_root, load_bundle_manifest
 from lugha.parity import compare_outputs
 from lugha.progress import progress
+from lugha.vocabulary import PRECISIONS
 from lugha.runtimes.backends import (BACKENDS, REFERENCE_BACKEND, installed_backends, is_installed, load_reference,
                                     not_installed_reason)
 
@@ -167,7 +168,7 @@ def plan_cases(bundle: str | os.PathLike, settings: BenchSettings) -> tuple[list
             skipped.append({"backend": name, "precision": "", "reason": f"unknown backend; known: {', '.join(BACKENDS)}"})
             continue
         fmt = BACKENDS[name].format
-        precisions = sorted({p for f, p in have if f == fmt}, key=("int8", "fp16", "fp32").index)
+        precisions = sorted({p for f, p in have if f == fmt}, key=PRECISIONS[::-1].index)  # int8 first
         if settings.precisions:
             precisions = [p for p in settings.precisions if (fmt, p) in have] or []
         if not precisions:

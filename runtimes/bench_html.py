@@ -5,6 +5,7 @@ from __future__ import annotations
 from html import escape
 
 from lugha.runtimes.backends import REFERENCE_BACKEND
+from lugha.vocabulary import metric_key
 
 PALETTE = ["#1b6ca8", "#e07a1f", "#2a9d4b", "#c0392b", "#7d4fb0", "#8c6d31", "#d6579b", "#5f6b73", "#17a2b8", "#a6a13a"]
 PREFERRED_METRICS = ("mean_r1", "R@1", "t2i_r1", "i2t_r1", "label_acc", "acc", "accuracy", "top1")
@@ -69,7 +70,7 @@ def candidate_sizes(report: dict) -> dict[str, float]:
     for path, size in report["sizes"].items():
         parts = path.split("/")[-1].split(".")
         if path.startswith("graphs/") and len(parts) >= 3:
-            key = f"{parts[-1]}/{parts[-2]}"
+            key = metric_key(parts[-1], parts[-2])
             by[key] = by.get(key, 0.0) + size / 1e6
     out = dict(by)
     for key, mb in sorted(by.items(), key=lambda kv: not kv[0].startswith("onnx/")):

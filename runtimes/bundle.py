@@ -22,8 +22,9 @@ from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, REFERENCE_BACK
                                     Reference, UnsupportedGraphError, backend_info, import_engine, is_installed,
                                     not_installed_reason, unsupported_reason)
 from lugha.runtimes.index import EmbeddingIndex, l2_normalize
+from lugha.vocabulary import GRAPH_ROLES
 
-ROLES = ("image_encoder", "text_encoder", "fusion_head")
+ROLES = GRAPH_ROLES
 
 
 class LabelPackError(BundleError):

@@ -2,7 +2,7 @@
 
 Batch-1 graphs run row by row, text on the shortest ``seq`` signature that holds the row's real tokens,
 int8 boundaries (de)quantized with each tensor's own parameters: all of that is
-:class:`lugha.tflite_io.SignatureSet`, which the exporter's parity gate runs too, so the gate measures
+:class:`lugha.runtimes.tflite_io.SignatureSet`, which the exporter's parity gate runs too, so the gate measures
 exactly what a device runs. ``ai-edge-litert`` and ``tflite-runtime`` share the Interpreter API; XNNPACK
 is their default CPU delegate.
 """
@@ -14,11 +14,11 @@ import numpy as np
 
 from lugha.errors import BundleError
 from lugha.manifest import GraphSpec
-from lugha.tflite_io import SignatureSet, Variant
-# Re-exported under their old private names (tests/test_runtimes_litert.py imports them from here).
-from lugha.tflite_io import dequantize as _dequantize, fit_length as _fit_length, match_names as _match  # noqa: F401
-from lugha.tflite_io import quantize as _quantize  # noqa: F401
 from lugha.runtimes.backends import GraphInputError, GraphSession, import_engine
+from lugha.runtimes.tflite_io import SignatureSet, Variant
+# Re-exported under their old private names (tests/test_runtimes_litert.py imports them from here).
+from lugha.runtimes.tflite_io import dequantize as _dequantize, fit_length as _fit_length, match_names as _match  # noqa: F401
+from lugha.runtimes.tflite_io import quantize as _quantize  # noqa: F401
 
 
 class TfliteSession(GraphSession):

@@ -9,7 +9,8 @@ Full-integer graphs take and give int8 tensors: floats are quantized at the boun
 own (scale, zero point), the TFLite convention, so the logical I/O stays float32.
 
 numpy only: the interpreter (``ai-edge-litert`` or ``tflite-runtime``, same API) is passed in, never
-imported here, so ``import lugha`` stays cheap on a Pi.
+imported here. It lives with the runtimes (engine I/O) and the exporter imports it from here, so the
+export gate runs a TFLite graph exactly as a device does.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from lugha.errors import BundleError
+from lugha.runtimes.backends import GraphInputError
 
 SEQ_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -117,7 +119,7 @@ class SignatureSet:
 
     def __init__(self, interpreter, input_names: Sequence[str], output_names: Sequence[str], file: str,
                  key: str = "", output_dtypes: Mapping[str, str] | None = None,
-                 input_error: type[Exception] = BundleError, fill: Mapping[str, int] | None = None):
+                 input_error: type[Exception] = GraphInputError, fill: Mapping[str, int] | None = None):
         self.interpreter, self.file, self.key = interpreter, file, key or file
         self.input_names, self.output_names = list(input_names), list(output_names)
         self.output_dtypes = dict(output_dtypes or {})

@@ -93,7 +93,7 @@ def test_image_int8_float_stem_takes_float_input(tiny, tmp_path):
 
 
 def _same_as_the_runtime_session(path, spec, inputs, out):
-    """The exporter's gate runner and the LiteRT runtime share lugha.tflite_io: identical outputs."""
+    """The exporter's gate runner and the LiteRT runtime share lugha.runtimes.tflite_io: identical outputs."""
     from lugha.manifest import GraphSpec, TensorSpec
     from lugha.runtimes.litert_backend import TfliteSession
 

@@ -1,4 +1,4 @@
-"""lugha.tflite_io (the TFLite I/O shared by the exporter's gates and the LiteRT runtime) over a stand-in
+"""lugha.runtimes.tflite_io (the TFLite I/O shared by the exporter's gates and the LiteRT runtime) over a stand-in
 interpreter with the Interpreter API's shape: signatures, tensor details, int8 boundaries."""
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from lugha.errors import BundleError
-from lugha.tflite_io import SignatureSet
+from lugha.runtimes.tflite_io import SignatureSet
 
 
 def _detail(shape, dtype=np.float32, quant=(0.0, 0), index=0):
