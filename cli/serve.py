@@ -56,6 +56,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst", type=int, default=30, help="rate-limit burst size (default 30)")
     parser.add_argument("--max-upload-mb", type=float, default=12.0, help="largest photo in MB (default 12)")
     parser.add_argument("--max-pixels", type=int, default=40_000_000, help="largest photo in pixels (default 40M)")
+    parser.add_argument("--tester-quota-mb", type=float, default=64.0,
+                        help="photo storage per tester session in MB (default 64; also at most 300 photos)")
+    parser.add_argument("--photos-total-mb", type=float, default=4096.0,
+                        help="photo storage for everyone in MB (default 4096)")
+    parser.add_argument("--keep-free-mb", type=float, default=256.0,
+                        help="free disk space photos never use, so judgments still save (default 256)")
     parser.add_argument("--decode-slots", type=int, default=2,
                         help="photos decoded at once (default 2; each holds its pixels in memory)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -71,7 +77,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from lugha.errors import ConfigError
     from lugha.runtimes.serve_app import FieldApp, make_server
-    from lugha.runtimes.serve_db import FeedbackDB
+    from lugha.runtimes.serve_db import FeedbackDB, UploadQuota
     from lugha.runtimes.serve_engine import FieldEngine
     from lugha.runtimes.serve_security import UploadPolicy, read_pin
 
@@ -86,7 +92,10 @@ def run(args: argparse.Namespace) -> int:
                          gallery=args.gallery, cache_dir=args.cache_dir, k=args.k)
     for why in engine.skipped:
         print(f"gallery: skipped {why}", file=sys.stderr)
-    db = FeedbackDB(args.db)
+    mb = 1024 * 1024
+    db = FeedbackDB(args.db, quota=UploadQuota(per_session_bytes=int(args.tester_quota_mb * mb),
+                                               total_bytes=int(args.photos_total_mb * mb),
+                                               reserve_bytes=int(args.keep_free_mb * mb)))
     policy = UploadPolicy(max_bytes=int(args.max_upload_mb * 1024 * 1024), max_pixels=args.max_pixels)
     app = FieldApp(engine, db, pin=pin, rate=args.rate_limit, burst=args.burst, policy=policy,
                    allowed_hosts=tuple(args.allow_host), tls=tls is not None, quiet=args.quiet,

@@ -9,14 +9,19 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
+import shutil
 import sqlite3
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 from lugha.errors import DataError
 
+# Columns added later (uploads.bytes, feedback.review/reviewed) are added in place by ALTER TABLE: readers
+# that name their columns (data/feedback_store.py) keep working, so the version stays 1.
 SCHEMA_VERSION = 1
 CONSENT_VERSION = 1  # bump when the consent text changes, so old consents can be told apart
 
@@ -25,7 +30,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS consent (
     session TEXT PRIMARY KEY, tester_lang TEXT NOT NULL, consent_version INTEGER NOT NULL, created REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS uploads (
-    sha256 TEXT PRIMARY KEY, file TEXT NOT NULL, width INTEGER, height INTEGER, session TEXT, created REAL NOT NULL);
+    sha256 TEXT PRIMARY KEY, file TEXT NOT NULL, width INTEGER, height INTEGER, session TEXT, created REAL NOT NULL,
+    bytes INTEGER);
 CREATE TABLE IF NOT EXISTS feedback (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     created REAL NOT NULL,
@@ -42,9 +48,33 @@ CREATE TABLE IF NOT EXISTS feedback (
     correct INTEGER CHECK (correct IN (0, 1)),
     appropriate INTEGER CHECK (appropriate IN (0, 1)),
     better_caption TEXT,
-    model TEXT, precision TEXT, backend TEXT, on_phone INTEGER NOT NULL DEFAULT 0);
+    model TEXT, precision TEXT, backend TEXT, on_phone INTEGER NOT NULL DEFAULT 0,
+    review INTEGER CHECK (review IN (0, 1)),
+    reviewed REAL);
 CREATE INDEX IF NOT EXISTS feedback_lang ON feedback (lang, mode);
+CREATE INDEX IF NOT EXISTS uploads_session ON uploads (session);
 """
+# (table, column, declaration) for databases made before the column existed
+_ADDED_COLUMNS = (("uploads", "bytes", "INTEGER"), ("feedback", "review", "INTEGER CHECK (review IN (0, 1))"),
+                  ("feedback", "reviewed", "REAL"))
+
+
+class StorageRefused(DataError):
+    """An upload the store will not keep (a quota, or too little free space); ``status`` is the HTTP one."""
+
+    status = 507
+
+
+@dataclass(frozen=True)
+class UploadQuota:
+    """How much photo storage the hotspot may use. ``reserve_bytes`` stays free on the disk whatever the
+    quotas say, so judgments (small rows) still save and the Pi still boots when photos fill the card."""
+
+    per_session_bytes: int = 64 * 1024 * 1024
+    per_session_files: int = 300
+    total_bytes: int = 4 * 1024 ** 3
+    reserve_bytes: int = 256 * 1024 * 1024
+
 FEEDBACK_FIELDS = ("session", "tester_lang", "mode", "lang", "query_text", "query_image", "result", "result_image",
                    "rank", "score", "correct", "appropriate", "better_caption", "model", "precision", "backend",
                    "on_phone")
@@ -65,8 +95,10 @@ class FeedbackDB:
     """One connection shared by the server's threads behind a lock: writes are few and small, and one
     writer never meets ``database is locked``."""
 
-    def __init__(self, path: str | os.PathLike, uploads_dir: str | os.PathLike | None = None):
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, uploads_dir: str | os.PathLike | None = None,
+                 quota: UploadQuota = UploadQuota()):
+        self.path, self.quota = Path(path), quota
+        self._upload_lock = threading.Lock()  # quota check, write and row of one upload happen together
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.uploads_dir = Path(uploads_dir) if uploads_dir else self.path.with_name(self.path.stem + ".uploads")
         self._lock = threading.Lock()
@@ -78,6 +110,9 @@ class FeedbackDB:
             with self._conn:
                 self._conn.executescript(_SCHEMA)
                 self._conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                for table, column, decl in _ADDED_COLUMNS:
+                    if column not in {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}:
+                        self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.path}: not a feedback database ({e})") from None
         if mode.lower() != "wal":  # e.g. a network filesystem: say so rather than silently lose durability
@@ -109,23 +144,55 @@ class FeedbackDB:
 
     # -- uploads ---------------------------------------------------------------------------------------
     def save_upload(self, session: str, data: bytes, ext: str, width: int, height: int) -> str:
-        """Store a consented photo (content-addressed) and return its SHA-256."""
+        """Store a consented photo (content-addressed) and return its SHA-256; :class:`StorageRefused`
+        (nothing written) when a quota or the disk's reserve would be broken."""
         sha = hashlib.sha256(data).hexdigest()
         name = f"{sha}.{ext}"
         self.uploads_dir.mkdir(parents=True, exist_ok=True)
         final = self.uploads_dir / name
-        if not final.exists():
-            tmp = final.with_name(name + f".{threading.get_ident()}.tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            _fsync_dir(self.uploads_dir)
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR IGNORE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
-                               (sha, name, width, height, session, time.time()))
+        with self._upload_lock:
+            if self.upload_path(sha) is None:  # a photo already stored costs nothing more
+                self._check_quota(session, len(data))
+            if not final.exists():
+                tmp = final.with_name(f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+                try:
+                    with open(tmp, "xb") as f:
+                        f.write(data)
+                        f.flush()
+                        os.fsync(f.fileno())
+                    os.replace(tmp, final)
+                except OSError as e:  # the disk filled up between the check and the write
+                    tmp.unlink(missing_ok=True)
+                    raise StorageRefused(f"the photo was not stored: {e.strerror or e}") from None
+                _fsync_dir(self.uploads_dir)
+            with self._lock, self._conn:
+                self._conn.execute("INSERT OR IGNORE INTO uploads (sha256, file, width, height, session, created, "
+                                   "bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                   (sha, name, width, height, session, time.time(), len(data)))
         return sha
+
+    def upload_usage(self, session: str | None = None) -> tuple[int, int]:
+        """(photos, bytes) stored for ``session``, or for everyone."""
+        where, args = ("WHERE session=?", (session,)) if session is not None else ("", ())
+        with self._lock:
+            n, total = self._conn.execute(f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM uploads {where}",
+                                          args).fetchone()
+        return int(n), int(total)
+
+    def _check_quota(self, session: str, size: int) -> None:
+        q = self.quota
+        files, used = self.upload_usage(session)
+        if files + 1 > q.per_session_files or used + size > q.per_session_bytes:
+            raise StorageRefused(f"this tester's photo quota is used up ({files} photos, {used / 1e6:.1f} MB of "
+                                 f"{q.per_session_bytes / 1e6:.0f} MB): judgments of stored photos still save")
+        _, everyone = self.upload_usage()
+        if everyone + size > q.total_bytes:
+            raise StorageRefused(f"the photo store is full ({everyone / 1e6:.0f} MB of {q.total_bytes / 1e6:.0f} MB):"
+                                 " no more photos are kept; judgments still save")
+        free = shutil.disk_usage(self.uploads_dir).free
+        if free - size < q.reserve_bytes:
+            raise StorageRefused(f"the disk is nearly full ({free / 1e6:.0f} MB free, {q.reserve_bytes / 1e6:.0f} MB "
+                                 "kept for judgments): no more photos are kept")
 
     def upload_path(self, sha: str) -> Path | None:
         with self._lock:
@@ -172,4 +239,4 @@ class FeedbackDB:
         self.close()
 
 
-__all__ = ["FeedbackDB", "FEEDBACK_FIELDS", "SCHEMA_VERSION", "CONSENT_VERSION"]
+__all__ = ["FeedbackDB", "UploadQuota", "StorageRefused", "FEEDBACK_FIELDS", "SCHEMA_VERSION", "CONSENT_VERSION"]

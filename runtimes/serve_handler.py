@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from lugha.errors import LughaError
+from lugha.runtimes.serve_db import StorageRefused
 from lugha.runtimes.serve_security import (CsrfGuard, RequestRejected, check_request_type, check_same_origin, decode_upload,
                              host_allowed, reencode)
 
@@ -181,6 +182,8 @@ class FieldHandler(BaseHTTPRequestHandler):
         except RequestRejected as e:
             headers = {"Retry-After": "1"} if e.status in (429, 503) else None
             return self._error(e.status, str(e), headers)
+        except StorageRefused as e:  # a quota or a full disk: the server goes on, and says why
+            return self._error(e.status, str(e))
         except LughaError as e:  # a bad language, no gallery, no label pack...: the request's fault, said plainly
             return self._error(400, str(e))
         except (BrokenPipeError, ConnectionResetError):
@@ -299,8 +302,12 @@ class FieldHandler(BaseHTTPRequestHandler):
         with self.app.decode_slot():  # the pixels exist only inside a slot: decode, embed, store
             image, fmt = decode_upload(data, self.app.policy)
             emb = self.app.engine.embed_image(image)
-            out = {"results": self.app.engine.labels_for(emb, lang, k), "lang": lang,
-                   "query_id": self._store(image, fmt), "size": [image.width, image.height]}
+            out = {"results": self.app.engine.labels_for(emb, lang, k), "lang": lang, "query_id": None,
+                   "size": [image.width, image.height]}
+            try:
+                out["query_id"] = self._store(image, fmt)
+            except StorageRefused as e:  # the labels are still shown; only keeping the photo is refused
+                out["not_stored"] = str(e)
         if (query.get("embed") or ["0"])[0] == "1":
             out["embedding"] = [float(x) for x in emb]
         self._json(out)
