@@ -10,13 +10,14 @@ points), so no picture is ever in two splits whatever languages are chosen.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import time
 from pathlib import Path
 from typing import Iterable
 
+from lugha.atomic import atomic_path, atomic_write_text
 from lugha.errors import ConfigError
+from lugha.image_io import IMAGE_FORMATS
 from lugha.progress import progress
 from lugha.data import emoji_sources as src
 from lugha.data.group_names import group_names
@@ -58,7 +59,7 @@ def _has_image(path: Path, size: int) -> bool:
     from PIL import Image
 
     try:
-        with Image.open(path) as im:
+        with Image.open(path, formats=IMAGE_FORMATS) as im:
             return im.size == (size, size) and im.mode == "RGB"
     except (OSError, ValueError):
         return False
@@ -69,9 +70,7 @@ def write_label_names(path: Path, langs: list[str], groups: set[str]) -> dict[st
     each language has a local name for (the rest keep the English group name)."""
     names = {lang: {g: n for g, n in sorted(group_names(lang).items()) if g in groups} for lang in langs}
     names = {lang: m for lang, m in names.items() if m}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(names, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(names, ensure_ascii=False, indent=1) + "\n")
     return {lang: len(names.get(lang, {})) for lang in langs}
 
 
@@ -100,9 +99,8 @@ def build_demo(out, langs=None, limit: int | None = None, image_size: int = 128,
             if img is None:  # no single picture in this font (newer emoji, blank glyph)
                 skipped.append(entry.codepoints)
                 continue
-            tmp = path.with_name(path.name + ".tmp")  # an interrupted run never leaves half a PNG
-            img.save(tmp, format="PNG")
-            os.replace(tmp, path)
+            with atomic_path(path) as tmp:  # an interrupted run never leaves half a PNG
+                img.save(tmp, format="PNG")
             rendered += 1
         kept.append(entry)
 

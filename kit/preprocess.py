@@ -158,7 +158,9 @@ def preprocess_image(image, spec: PreprocessSpec) -> np.ndarray:
     if isinstance(image, np.ndarray):
         image = Image.fromarray(image)
     elif not isinstance(image, Image.Image):
-        with Image.open(image) as im:
+        from lugha.image_io import open_image  # regular files only, capped, allowlisted decoders (#17)
+
+        with open_image(image) as im:
             im.load()
             image = im.copy()
     return normalize(np.asarray(resize_pil(image, spec), dtype=np.uint8), spec)

@@ -27,6 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from lugha.errors import DataError
+from lugha.image_io import open_image
 from lugha.paths import lugha_home
 from lugha.preprocess import PreprocessSpec, resize_pil
 
@@ -35,10 +36,8 @@ from lugha.training.transforms import augment_on_device
 
 def decode_resized(path: str, spec: PreprocessSpec) -> np.ndarray:
     """One image file -> HWC uint8 at the spec's size (the geometric half of preprocessing)."""
-    from PIL import Image
-
     try:
-        with Image.open(path) as im:
+        with open_image(path) as im:  # regular files only, capped, allowlisted decoders (#17)
             im.load()
             return np.asarray(resize_pil(im, spec), dtype=np.uint8)
     except (OSError, ValueError) as e:
