@@ -28,6 +28,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     exp.add_argument("--db", type=user_path_obj, required=True, help="the SQLite file `lugha serve --db` wrote")
     exp.add_argument("--out", type=user_path_obj, required=True, help="manifest to write (images go beside it)")
     exp.add_argument("--json", action="store_true", help="print the summary as JSON")
+    exp.add_argument("--unreviewed", action="store_true",
+                     help="also export judgments not yet approved in the admin page's review (anyone on the hotspot "
+                          "can type a caption; by default only approved ones are exported, rejected ones never)")
     exp.set_defaults(_run=run_export)
     rep = sub.add_parser("report", help="human-judged accuracy per language vs the bundle's metric",
                          description="human_top1: share of judged rank-1 results judged correct (the human twin "
@@ -44,7 +47,7 @@ def run_export(args: argparse.Namespace) -> int:
     from lugha.runtimes.serve_feedback import export_feedback
     from lugha.reports import print_json
 
-    summary = export_feedback(args.db, args.out)
+    summary = export_feedback(args.db, args.out, unreviewed=args.unreviewed)
     if args.json:
         print_json(summary)
         return 0

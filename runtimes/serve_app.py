@@ -9,7 +9,8 @@ Routes (everything same-origin, every asset vendored under ``static/``):
                                         (allowlisted)
   GET  /ca.crt                          the --self-signed CA certificate, for a phone to install
   POST /api/consent /api/image /api/upload /api/text /api/feedback          CSRF + same-origin + rate limit
-  POST /api/admin/stats /api/admin/feedback.jsonl                             + the PIN given at start
+  POST /api/admin/stats /api/admin/feedback.jsonl                             + the PIN read at start
+  POST /api/admin/review-queue /api/admin/review /api/admin/photo/SHA         the review before export
 Nothing leaves the machine: no request is ever made to another host.
 """
 from __future__ import annotations

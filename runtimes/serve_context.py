@@ -12,7 +12,7 @@ from typing import Iterator
 from lugha.errors import LughaError
 from lugha.runtimes.serve_db import FeedbackDB
 from lugha.runtimes.serve_engine import FieldEngine
-from lugha.runtimes.serve_security import CsrfGuard, PinGate, RateLimiter, RequestRejected, UploadPolicy
+from lugha.runtimes.serve_security import CsrfGuard, PinGate, RateLimiter, RequestRejected, SessionIds, UploadPolicy
 
 STATIC = Path(__file__).with_name("static")
 VENDOR_FILES = ("ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm", "tokenizers.min.mjs")
@@ -48,6 +48,7 @@ class FieldApp:
         # 40 MP each would take a 2 GB Pi down, so only ``decode_slots`` are decoded at once.
         self._decode_slots, self.decode_wait_s = threading.BoundedSemaphore(decode_slots), decode_wait_s
         self.csrf, self.limiter, self.pin = CsrfGuard(), RateLimiter(rate, burst), PinGate(pin)
+        self.sessions = SessionIds(db.secret("session"))
         self.allowed_hosts, self.scheme, self.quiet = tuple(h.lower() for h in allowed_hosts), \
             "https" if tls else "http", quiet
         self.ca_cert = ca_cert  # public: what a phone installs to trust --self-signed

@@ -59,6 +59,11 @@ _ADDED_COLUMNS = (("uploads", "bytes", "INTEGER"), ("feedback", "review", "INTEG
                   ("feedback", "reviewed", "REAL"))
 
 
+# judgments export can turn into training rows (a better caption, or a result confirmed and not judged
+# inappropriate) that no one has reviewed yet
+_REVIEWABLE = "review IS NULL AND (better_caption IS NOT NULL OR (correct = 1 AND appropriate IS NOT 0))"
+
+
 class StorageRefused(DataError):
     """An upload the store will not keep (a quota, or too little free space); ``status`` is the HTTP one."""
 
@@ -127,6 +132,13 @@ class FeedbackDB:
         if not Path(path).is_file():
             raise DataError(f"{path}: no feedback database here (start `lugha serve --db {path}` first)")
         return cls(path)
+
+    def secret(self, name: str) -> bytes:
+        """A random key made once and kept in the database (e.g. the one session ids are signed with)."""
+        with self._lock, self._conn:
+            self._conn.execute("INSERT OR IGNORE INTO meta VALUES (?, ?)", (f"secret:{name}", secrets.token_hex(32)))
+            return bytes.fromhex(self._conn.execute("SELECT value FROM meta WHERE key=?", (f"secret:{name}",))
+                                 .fetchone()[0])
 
     # -- consent -------------------------------------------------------------------------------------
     def record_consent(self, session: str, tester_lang: str) -> None:
@@ -226,7 +238,22 @@ class FeedbackDB:
         with self._lock:
             q = lambda sql: int(self._conn.execute(sql).fetchone()[0])  # noqa: E731
             return {"feedback": q("SELECT COUNT(*) FROM feedback"), "consents": q("SELECT COUNT(*) FROM consent"),
-                    "uploads": q("SELECT COUNT(*) FROM uploads")}
+                    "uploads": q("SELECT COUNT(*) FROM uploads"),
+                    "to_review": q(f"SELECT COUNT(*) FROM feedback WHERE {_REVIEWABLE}")}
+
+    # -- review: what a person checked before it may become training data ------------------------------
+    def review_queue(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Unreviewed judgments that export would turn into training rows, oldest first."""
+        with self._lock:
+            cur = self._conn.execute(f"SELECT * FROM feedback WHERE {_REVIEWABLE} ORDER BY id LIMIT ?", (limit,))
+            names = [d[0] for d in cur.description]
+            return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def set_review(self, ids: list[int], approve: bool) -> int:
+        """Approve (export may use them) or reject (never exported) judgments; returns how many changed."""
+        with self._lock, self._conn:
+            return sum(self._conn.execute("UPDATE feedback SET review=?, reviewed=? WHERE id=?",
+                                          (int(approve), time.time(), i)).rowcount for i in ids)
 
     def close(self) -> None:
         with self._lock:

@@ -5,7 +5,9 @@ Export rules (one :class:`lugha.records.Record` per usable judgment):
   - a better caption typed by the tester -> a new pair (the photo or gallery image, that caption);
   - a result judged correct and not judged culturally inappropriate -> a confirmed pair
     (photo, label) for photo queries, (gallery image, the typed query) for text queries;
-  - anything judged wrong or inappropriate without a better caption is counted, never exported.
+  - anything judged wrong or inappropriate without a better caption is counted, never exported;
+  - only judgments approved in the admin page's review are exported (anyone on the hotspot can type a
+    caption): ``unreviewed=True`` (``--unreviewed``) adds the not yet reviewed ones; rejected ones never.
 Images are copied beside the manifest (``feedback_images/``) so the folder moves to a laptop whole.
 """
 from __future__ import annotations
@@ -42,7 +44,8 @@ def _pairs(row: dict[str, Any]) -> tuple[list[tuple[str, str]], str | None]:
     return [], "no usable judgment"
 
 
-def export_feedback(db: FeedbackDB | str | os.PathLike, out: str | os.PathLike) -> dict[str, Any]:
+def export_feedback(db: FeedbackDB | str | os.PathLike, out: str | os.PathLike,
+                    unreviewed: bool = False) -> dict[str, Any]:
     """Write ``out`` (a JSONL dataset manifest) and copy its images beside it; returns a summary."""
     db = db if isinstance(db, FeedbackDB) else FeedbackDB.open_existing(db)
     out = Path(out)
@@ -52,6 +55,10 @@ def export_feedback(db: FeedbackDB | str | os.PathLike, out: str | os.PathLike) 
     seen: set[tuple[str, str, str]] = set()
     for row in db.feedback_rows():
         pairs, why = _pairs(row)
+        if not why and row.get("review") == 0:
+            why = "rejected in review"
+        elif not why and row.get("review") is None and not unreviewed:
+            why = "not reviewed (approve in the admin page, or export with --unreviewed)"
         if why:
             skipped[why] += 1
             continue
@@ -80,7 +87,8 @@ def export_feedback(db: FeedbackDB | str | os.PathLike, out: str | os.PathLike) 
                 label=row["result"] if row["mode"] == "image" and kind == "confirmed" else None,
                 meta={"source": "lugha-feedback", "kind": kind, "feedback_id": row["id"], "mode": row["mode"],
                       "tester_lang": row["tester_lang"], "model": row["model"], "precision": row["precision"],
-                      "judged_result": row["result"], "correct": row["correct"], "appropriate": row["appropriate"]}))
+                      "judged_result": row["result"], "correct": row["correct"], "appropriate": row["appropriate"],
+                      "reviewed": row.get("review") == 1}))
     write_manifest(out, records)
     kinds = Counter(r.meta["kind"] for r in records)
     return {"manifest": str(out), "records": len(records), "corrected": kinds["corrected"],

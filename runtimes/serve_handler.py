@@ -8,7 +8,6 @@ import json
 import os
 import re
 import sys
-import unicodedata
 from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -17,7 +16,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from lugha.errors import LughaError
 from lugha.runtimes.serve_db import StorageRefused
-from lugha.runtimes.serve_security import (CsrfGuard, RequestRejected, check_request_type, check_same_origin, decode_upload,
+from lugha.runtimes.serve_fields import MAX_CAPTION, feedback_row, json_object, text
+from lugha.runtimes.serve_security import (RequestRejected, check_request_type, check_same_origin, decode_upload,
                              host_allowed, reencode)
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 COOKIE = "lugha_sid"
 MAX_JSON = 64 * 1024
-MAX_CAPTION = 500
 # Files go out in chunks: socket.sendall's timeout bounds a whole call, so one write of a 120 MB text
 # graph to a phone on a slow hotspot died at `timeout` seconds mid-body (the phone saw a network error).
 # Each chunk now gets the full timeout, and a Pi never holds a whole graph in memory per download.
@@ -38,29 +37,6 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' blob: data:; "
        "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
-_SID = re.compile(r"^[A-Za-z0-9_-]{20,64}$")
-_SHA = re.compile(r"^[0-9a-f]{64}$")
-
-
-def _bool(value, field: str) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        return int(value)
-    raise RequestRejected(400, f"{field}: expected true, false or null")
-
-
-def _text(value, field: str, limit: int, required: bool = False) -> str | None:
-    if value is None or (isinstance(value, str) and not value.strip() and not required):
-        if required:
-            raise RequestRejected(400, f"{field}: required")
-        return None
-    if not isinstance(value, str) or not value.strip():
-        raise RequestRejected(400, f"{field}: expected non-empty text")
-    value = unicodedata.normalize("NFC", value.strip())  # one spelling of each accented letter in the data
-    if len(value) > limit or any(unicodedata.category(ch) == "Cc" for ch in value):
-        raise RequestRejected(400, f"{field}: at most {limit} characters, no control characters")
-    return value
 
 
 class FieldHandler(BaseHTTPRequestHandler):
@@ -120,7 +96,8 @@ class FieldHandler(BaseHTTPRequestHandler):
             morsel = SimpleCookie(raw).get(COOKIE)
         except Exception:  # a malformed Cookie header is the client's problem, not a 500
             return None
-        return morsel.value if morsel and _SID.match(morsel.value) else None
+        # only ids this server issued (signed): a client cannot pick its own, or someone else's
+        return morsel.value if morsel and self.app.sessions.valid(morsel.value) else None
 
     def _body(self, limit: int) -> bytes:
         length = self.headers.get("Content-Length")
@@ -135,13 +112,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
         if ctype != "application/json":
             raise RequestRejected(415, f"Content-Type {ctype or '(none)'!r}: expected application/json")
-        try:
-            data = json.loads(self._body(MAX_JSON).decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise RequestRejected(400, f"body is not JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise RequestRejected(400, "body must be a JSON object")
-        return data
+        return json_object(self._body(MAX_JSON))
 
     # -- dispatch ------------------------------------------------------------------------------------
     def do_GET(self) -> None:
@@ -221,7 +192,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         sid = self._session()
         headers = {}
         if sid is None:
-            sid = CsrfGuard.new_session_id()
+            sid = self.app.sessions.new()
             secure = "; Secure" if self.app.scheme == "https" else ""
             headers["Set-Cookie"] = f"{COOKIE}={sid}; Path=/; HttpOnly; SameSite=Strict; Max-Age=2592000{secure}"
         data = self.app.config(self.app.db.consent(sid))
@@ -277,7 +248,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         data = self._json_body()
         if data.get("agree") is not True:
             raise RequestRejected(400, "agree: must be true to record consent")
-        tester_lang = normalize_lang(_text(data.get("tester_lang"), "tester_lang", 35, required=True), "tester_lang")
+        tester_lang = normalize_lang(text(data.get("tester_lang"), "tester_lang", 35, required=True), "tester_lang")
         self.app.db.record_consent(self._session(), tester_lang)  # type: ignore[arg-type]
         self._json({"consent": tester_lang})
 
@@ -323,46 +294,15 @@ class FieldHandler(BaseHTTPRequestHandler):
 
     def post_text(self, query) -> None:
         data = self._json_body()
-        text = _text(data.get("text"), "text", MAX_CAPTION, required=True)
+        query = text(data.get("text"), "text", MAX_CAPTION, required=True)
         lang = self.app.engine.check_lang(str(data.get("lang", "")))
         k = data.get("k")
         k = min(max(k, 1), 50) if isinstance(k, int) and not isinstance(k, bool) else None
-        self._json({"results": self.app.engine.search_text(text, lang, k), "lang": lang})  # type: ignore[arg-type]
+        self._json({"results": self.app.engine.search_text(query, lang, k), "lang": lang})  # type: ignore[arg-type]
 
     def post_feedback(self, query) -> None:
         sid, tester_lang = self._consented()
-        data = self._json_body()
-        engine = self.app.engine
-        mode = data.get("mode")
-        lang = engine.check_lang(str(data.get("lang", "")))
-        row = {"session": sid, "tester_lang": tester_lang, "mode": mode, "lang": lang,
-               "correct": _bool(data.get("correct"), "correct"), "appropriate": _bool(data.get("appropriate"),
-                                                                                       "appropriate"),
-               "better_caption": _text(data.get("better_caption"), "better_caption", MAX_CAPTION),
-               "on_phone": int(data.get("on_phone") is True), "model": engine.bundle.manifest.model.name,
-               "precision": engine.bundle.precision, "backend": engine.bundle.backend}
-        if row["correct"] is None and row["appropriate"] is None and row["better_caption"] is None:
-            raise RequestRejected(400, "feedback: give a judgment (correct, appropriate) or a better caption")
-        rank, score = data.get("rank"), data.get("score")
-        row["rank"] = rank if isinstance(rank, int) and not isinstance(rank, bool) and 1 <= rank <= 100 else None
-        row["score"] = float(score) if isinstance(score, (int, float)) and not isinstance(score, bool) else None
-        if mode == "image":
-            qid = data.get("query_id")
-            if not isinstance(qid, str) or not _SHA.match(qid) or self.app.db.upload_path(qid) is None:
-                raise RequestRejected(400, "query_id: not a stored photo (upload it with consent first)")
-            label = _text(data.get("result"), "result", 200, required=True)
-            if label not in engine.bundle.label_pack(lang)[0]:
-                raise RequestRejected(400, f"result: {label!r} is not a {lang} label of this bundle")
-            row.update(query_image=qid, result=label)
-        elif mode == "text":
-            row["query_text"] = _text(data.get("query_text"), "query_text", MAX_CAPTION, required=True)
-            item = data.get("result")
-            found = engine.gallery_item(item) if isinstance(item, int) and not isinstance(item, bool) else None
-            if found is None:
-                raise RequestRejected(400, "result: not a gallery image id")
-            row.update(result=found.name, result_image=str(found.path))
-        else:
-            raise RequestRejected(400, "mode: expected 'image' or 'text'")
+        row = feedback_row(self._json_body(), sid, tester_lang, self.app.engine, self.app.db)
         self._json({"id": self.app.db.add_feedback(**row)})
 
     def _admin(self) -> None:
@@ -382,6 +322,35 @@ class FieldHandler(BaseHTTPRequestHandler):
                    {"Content-Disposition": 'attachment; filename="feedback.jsonl"', "Cache-Control": "no-store"})
 
 
+    def post_admin_review_queue(self, query) -> None:
+        self._admin()
+        keep = ("id", "created", "tester_lang", "mode", "lang", "query_text", "query_image", "result", "rank",
+                "correct", "appropriate", "better_caption")
+        rows = [{k: r[k] for k in keep} for r in self.app.db.review_queue()]
+        self._json({"rows": rows, "to_review": self.app.db.counts()["to_review"]})
+
+    def post_admin_review(self, query) -> None:
+        """Approve or reject judgments: only approved ones become training rows (``feedback export``)."""
+        self._admin()
+        data = self._json_body()
+        ids, approve = data.get("ids"), data.get("approve")
+        if not isinstance(approve, bool):
+            raise RequestRejected(400, "approve: expected true or false")
+        if not isinstance(ids, list) or not 0 < len(ids) <= 500 or \
+                not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+            raise RequestRejected(400, "ids: expected a list of 1 to 500 judgment ids")
+        self._json({"updated": self.app.db.set_review(ids, approve)})
+
+    def post_admin_photo(self, query, sha: str) -> None:
+        """A stored photo, for the reviewer to see what a caption describes (PIN-guarded like the rest)."""
+        self._admin()
+        path = self.app.db.upload_path(sha)
+        if path is None or not path.is_file():
+            raise RequestRejected(404, "no such photo")
+        ctype = "image/png" if path.suffix == ".png" else "image/jpeg"
+        self._send(200, path, ctype, {"Cache-Control": "no-store"})
+
+
 GET_ROUTES = [(re.compile(p), f) for p, f in (
     (r"/api/config", FieldHandler.get_config), (r"/api/labels/([A-Za-z0-9-]{1,35})", FieldHandler.get_labels),
     (r"/api/golden", FieldHandler.get_golden), (r"/api/gallery-index", FieldHandler.get_gallery_index),
@@ -392,7 +361,10 @@ POST_ROUTES = [(re.compile(p), f) for p, f in (
     (r"/api/consent", FieldHandler.post_consent), (r"/api/image", FieldHandler.post_image),
     (r"/api/upload", FieldHandler.post_upload), (r"/api/text", FieldHandler.post_text),
     (r"/api/feedback", FieldHandler.post_feedback), (r"/api/admin/stats", FieldHandler.post_admin_stats),
-    (r"/api/admin/feedback\.jsonl", FieldHandler.post_admin_rows))]
+    (r"/api/admin/feedback\.jsonl", FieldHandler.post_admin_rows),
+    (r"/api/admin/review-queue", FieldHandler.post_admin_review_queue),
+    (r"/api/admin/review", FieldHandler.post_admin_review),
+    (r"/api/admin/photo/([0-9a-f]{64})", FieldHandler.post_admin_photo))]
 
 
 __all__ = ["FieldHandler", "GET_ROUTES", "POST_ROUTES", "CSP", "COOKIE"]

@@ -125,16 +125,38 @@ class CsrfGuard:
     def __init__(self, secret: bytes | None = None):
         self.secret = secret or secrets.token_bytes(32)
 
-    @staticmethod
-    def new_session_id() -> str:
-        return secrets.token_urlsafe(24)
-
     def token(self, session_id: str) -> str:
         return hmac.new(self.secret, session_id.encode(), hashlib.sha256).hexdigest()
 
     def check(self, session_id: str | None, token: str | None) -> None:
         if not session_id or not token or not hmac.compare_digest(self.token(session_id), token):
             raise RequestRejected(403, "missing or wrong CSRF token: reload the page and try again")
+
+
+class SessionIds:
+    """Session ids the server issues: 16 random bytes and an HMAC of them under a key kept in the
+    database, so an id survives a restart (a tester's consent with it) but a client can neither choose
+    one nor make one up; whoever could forge them holds the database already."""
+
+    _RAND, _MAC = 22, 22  # urlsafe base64 of 16 bytes each
+
+    def __init__(self, key: bytes):
+        self.key = key
+
+    def _mac(self, rand: str) -> str:
+        import base64
+
+        digest = hmac.new(self.key, b"lugha-session\0" + rand.encode(), hashlib.sha256).digest()[:16]
+        return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+    def new(self) -> str:
+        rand = secrets.token_urlsafe(16)
+        return rand + self._mac(rand)
+
+    def valid(self, sid: str | None) -> bool:
+        if not sid or len(sid) != self._RAND + self._MAC or not sid.isascii():
+            return False
+        return hmac.compare_digest(self._mac(sid[:self._RAND]), sid[self._RAND:])
 
 
 def check_same_origin(headers, host: str, scheme: str = "http") -> None:
@@ -291,4 +313,4 @@ def read_pin(pin_file: str | None, environ: dict | None = None) -> str | None:
 
 
 __all__ = ["UploadPolicy", "RequestRejected", "sniff_format", "check_request_type", "decode_upload", "reencode",
-           "CsrfGuard", "check_same_origin", "host_allowed", "RateLimiter", "PinGate", "read_pin", "ALLOWED_FORMATS"]
+           "CsrfGuard", "SessionIds", "check_same_origin", "host_allowed", "RateLimiter", "PinGate", "read_pin", "ALLOWED_FORMATS"]

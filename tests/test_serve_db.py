@@ -153,6 +153,7 @@ def test_export_turns_judgments_into_records(tmp_path):
     gallery_image = tmp_path / "img0.png"
     gallery_image.write_bytes(photo(seed=2))
     db = _filled_db(tmp_path / "f.sqlite", gallery_image)
+    assert db.set_review([r["id"] for r in db.review_queue()], approve=True) == 4  # the 4 that yield pairs
     summary = export_feedback(db, tmp_path / "out" / "manifest.jsonl")
     records = read_manifest(tmp_path / "out" / "manifest.jsonl")
     got = sorted((r.meta["kind"], r.text, r.lang, r.meta["mode"]) for r in records)
@@ -210,7 +211,8 @@ def test_feedback_cli(tmp_path, field_bundle, capsys):  # noqa: F811
     gallery_image = tmp_path / "img0.png"
     gallery_image.write_bytes(photo(seed=2))
     _filled_db(tmp_path / "f.sqlite", gallery_image).close()
-    assert _cli(feedback, ["export", "--db", str(tmp_path / "f.sqlite"), "--out", str(tmp_path / "ds" / "m.jsonl")]) == 0
+    assert _cli(feedback, ["export", "--db", str(tmp_path / "f.sqlite"), "--out", str(tmp_path / "ds" / "m.jsonl"),
+                           "--unreviewed"]) == 0
     out = capsys.readouterr().out
     assert "wrote 3 records" in out and "1 duplicate pair" in out
     assert _cli(feedback, ["report", "--db", str(tmp_path / "f.sqlite"), "--bundle", str(field_bundle), "--json"]) == 0
