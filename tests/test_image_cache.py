@@ -165,3 +165,14 @@ def test_loader_workers_default_is_todays_loader(tmp_path):
     before = batches_of(make_loader(PixelDataset(pairs, store, flip), order, 0, seed=2 * 1_000_003 + 3))
     now = batches_of(batch_source(pairs, store, order, seed=2, epoch=3, augment="hflip"))
     assert all(np.array_equal(a, b) and ra == rb for (a, ra), (b, rb) in zip(before, now))
+
+
+def test_config_switches_the_cache_loader_on_and_checks_its_needs():
+    from lugha.training.train_config import DataConfig
+
+    assert DataConfig().loader == "workers" and DataConfig().augment == "none"  # the default path is unchanged
+    assert DataConfig(loader="cache", augment="crop_hflip").loader == "cache"
+    with pytest.raises(ConfigError, match="data.loader: cache"):
+        DataConfig(augment="crop")
+    with pytest.raises(ConfigError, match="image_cache must be true"):
+        DataConfig(loader="cache", image_cache=False)

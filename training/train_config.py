@@ -28,7 +28,11 @@ class DataConfig:
     share of each epoch (``{en: 4}`` keeps English in view while adapting to every language: the retention
     lever). ``image_cache``: resize each image once into a
     uint8 memmap under ``cache_dir`` (default ``LUGHA_HOME/cache``). ``augment``: ``hflip`` flips half the
-    training images (seeded per epoch and row, so runs repeat; never applied to cached tower features).
+    training images (seeded per epoch and row, so runs repeat; never applied to cached tower features);
+    ``crop`` / ``crop_hflip`` add random resized crops, which run on the training device (``loader: cache``).
+    ``loader``: ``workers`` = DataLoader processes (``num_workers``); ``cache`` = batches gathered from the
+    image cache on a thread and augmented on the device (:mod:`lugha.training.image_cache`), the one that
+    keeps a GPU fed.
     """
 
     manifest: str = ""
@@ -42,9 +46,14 @@ class DataConfig:
     unique_groups: bool = True  # no two rows of one group (same image) in a batch: they are not negatives
     image_cache: bool = True
     cache_dir: str | None = None
-    augment: Literal["none", "hflip"] = "none"
+    augment: Literal["none", "hflip", "crop", "crop_hflip"] = "none"
+    loader: Literal["workers", "cache"] = "workers"
 
     def __post_init__(self) -> None:
+        if self.augment.startswith("crop") and self.loader != "cache":
+            raise ConfigError("data.augment", f"{self.augment} crops on the training device: set data.loader: cache")
+        if self.loader == "cache" and not self.image_cache:
+            raise ConfigError("data.loader", "cache reads the image cache: data.image_cache must be true")
         if self.batch_size < 2:
             raise ConfigError("data.batch_size", f"contrastive training needs >= 2, got {self.batch_size}")
         if self.num_workers < 0:
