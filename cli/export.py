@@ -50,55 +50,22 @@ in float. TFLite graphs are static: batch 1, text at fixed sequence lengths (--s
 """
 
 
-def _csv(text: str) -> tuple[str, ...]:
-    return tuple(x.strip() for x in text.split(",") if x.strip())
-
-
 def configure(parser: argparse.ArgumentParser) -> None:
+    from lugha.export.options import cli_fields
+
     parser.add_argument("run", type=user_path, metavar="RUN", help="training run folder (config.yaml, best/, last/)")
     parser.add_argument("--out", type=user_path, required=True, metavar="BUNDLE", help="bundle folder to create")
-    parser.add_argument("--formats", type=_csv, default=("onnx",), help="onnx,tflite (default: onnx)")
-    parser.add_argument("--precision", type=_csv, default=("fp32", "int8"), dest="precisions",
-                        help="any of fp32,fp16,int8 (default: fp32,int8)")
-    parser.add_argument("--max-drop", type=float, default=1.0,
-                        help="the accuracy gate's margin: per-language drop vs fp32 in points (default 1.0)")
-    parser.add_argument("--gate", choices=("default", "strict"), default="default",
-                        help="default: block on a failed cell or a pooled cell that is not a pass; strict: also on "
-                             "any undecided cell")
-    parser.add_argument("--gate-splits", type=_csv, default=("val", "test"), metavar="SPLITS",
-                        help="held-out splits whose items the accuracy gate pools (default val,test)")
-    parser.add_argument("--allow-drop", action="store_true",
-                        help="report the accuracy gate but block nothing (recorded in the manifest and model card)")
-    parser.add_argument("--trim-vocab", action="store_true",
-                        help="keep only the token ids the training text uses (smaller embedding table)")
-    parser.add_argument("--calib-samples", type=int, default=128, metavar="N",
-                        help="training images for image int8 calibration (default 128)")
-    parser.add_argument("--calib-texts", type=int, default=512, metavar="N",
-                        help="training texts for per-token text int8 calibration (default 512)")
-    parser.add_argument("--text-int8", choices=("per-token", "per-token-fine", "dynamic"), default="per-token",
-                        help="text int8: per-token (SmoothQuant + per-token activations + GPTQ weights; default), "
-                             "per-token-fine (ONNX: activations in two 8-bit passes, near-fp32 accuracy, ~fp32 "
-                             "batch-1 speed, 4x smaller) or dynamic (stock quantizers, no calibration: ONNX "
-                             "quantize_dynamic, one activation scale per tensor; TFLite without smoothing)")
-    parser.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default="percentile")
-    parser.add_argument("--int8-policy", choices=("keep-float", "w8a16", "as-is"), default="keep-float",
-                        help="what to do with layers the advisor flags (default keep-float)")
-    parser.add_argument("--int8-rounding", choices=("gptq", "kernel_sum", "nearest"), default="gptq",
-                        help="image int8 weight rounding: gptq (on the calibration images; default), kernel_sum, "
-                             "nearest")
-    parser.add_argument("--int8-float-stem", default="auto", metavar="auto|N",
-                        type=lambda s: s if s == "auto" else int(s),
-                        help="image convs kept float: auto (up to the first residual add; default), N first convs, 0")
-    parser.add_argument("--seq-lengths", type=lambda s: tuple(int(x) for x in _csv(s)), default=(),
-                        help="TFLite text signatures, e.g. 16,64 (default: 16 and the model's max_length)")
+    # Every ExportOptions field with a flag, as the dataclass declares it (flag, help, parser, choices).
+    for f in cli_fields():
+        m = f.metadata
+        if f.type in (bool, "bool"):
+            parser.add_argument(m["flag"], dest=f.name, action="store_true", help=m["help"])
+            continue
+        kwargs = {k: m[k] for k in ("choices", "metavar") if m[k] is not None}
+        parse = user_path if m["path"] else m["parse"]
+        parser.add_argument(m["flag"], dest=f.name, default=f.default, help=m["help"],
+                            **({"type": parse} if parse else {}), **kwargs)
     parser.add_argument("--checkpoint", default="best", choices=("best", "last"))
-    parser.add_argument("--eval-split", default="test",
-                        help="split whose metrics the manifest and model card report (falls back to val)")
-    parser.add_argument("--eval-limit", type=int, default=0, metavar="N", help="at most N eval rows per language")
-    parser.add_argument("--zip", action="store_true", help="also write BUNDLE.zip")
-    parser.add_argument("--sign", type=user_path, metavar="KEY", help="ed25519 private key (PEM) to sign manifest.json with")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing BUNDLE")
-    parser.add_argument("--legacy-onnx", action="store_true", help="use the TorchScript ONNX exporter, not dynamo")
     parser.add_argument("--json", action="store_true", help="print the export report as JSON")
 
 
@@ -106,18 +73,12 @@ def run(args: argparse.Namespace) -> int:
     from lugha.reports import format_table, print_json
 
     from lugha.export.gates import ExportGateError
-    from lugha.export.pipeline import ExportOptions, export_run
+    from lugha.export.options import ExportOptions, cli_fields
+    from lugha.export.pipeline import export_run
     from lugha.export.source import load_run_source
     from lugha.training.classify import is_classify_run
 
-    opts = ExportOptions(formats=args.formats, precisions=args.precisions, max_drop=args.max_drop,
-                         allow_drop=args.allow_drop, gate=args.gate, gate_splits=args.gate_splits, trim_vocab=args.trim_vocab, calib_samples=args.calib_samples,
-                         calib_texts=args.calib_texts, text_int8=args.text_int8,
-                         calib_method=args.calib_method, int8_policy=args.int8_policy,
-                         int8_rounding=args.int8_rounding, int8_float_stem=args.int8_float_stem,
-                         seq_lengths=args.seq_lengths,
-                         eval_split=args.eval_split, eval_limit=args.eval_limit, zip=args.zip, sign_key=args.sign,
-                         overwrite=args.overwrite, force_legacy_onnx=args.legacy_onnx)
+    opts = ExportOptions(**{f.name: getattr(args, f.name) for f in cli_fields()})
     say = (lambda m: None) if args.json else (lambda m: print(m, file=sys.stderr))
     if is_classify_run(args.run, args.checkpoint):
         from lugha.export.fusion_head import load_classify_source

@@ -54,7 +54,7 @@ def export_onnx(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: st
     start, reason = time.monotonic(), ""
     if not force_legacy:
         try:
-            _export_dynamo(spec, module, args, path)
+            _export_dynamo(spec, module, args, path, spec.dynamic_axes(model, layout))
             check_onnx(path, spec.inputs(model, layout), spec.outputs(model))
             return OnnxExport(spec.name, path, "dynamo", time.monotonic() - start)
         except Exception as e:  # noqa: BLE001 - any dynamo failure falls back, with its reason kept
@@ -66,7 +66,7 @@ def export_onnx(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: st
     try:
         with quiet():
             torch.onnx.export(module, args, str(path), dynamo=False, input_names=list(spec.input_names()),
-                              output_names=list(spec.output_names()), dynamic_axes=spec.dynamic_axes(),
+                              output_names=list(spec.output_names()), dynamic_axes=spec.dynamic_axes(model, layout),
                               opset_version=LEGACY_OPSET, do_constant_folding=True)
     except Exception as e:  # noqa: BLE001
         raise OnnxExportError(f"{spec.name}: both ONNX exporters failed (dynamo: {reason}; legacy: "
@@ -75,14 +75,14 @@ def export_onnx(spec: ExportSpec, model, sample: dict[str, np.ndarray], path: st
     return OnnxExport(spec.name, path, "legacy", time.monotonic() - start, reason)
 
 
-def _export_dynamo(spec: ExportSpec, module, args, path: Path) -> None:
+def _export_dynamo(spec: ExportSpec, module, args, path: Path, axes_of: dict[str, dict[int, str]]) -> None:
     import torch
     from torch.export import Dim
 
     dims: dict[str, object] = {}
     dynamic = {}
     for name in spec.input_names():
-        axes = spec.dynamic_axes().get(name, {})
+        axes = axes_of.get(name, {})
         dynamic[name] = {i: dims.setdefault(d, Dim(d)) for i, d in axes.items()}
     with quiet():
         torch.onnx.export(module, args, str(path), dynamo=True, input_names=list(spec.input_names()),

@@ -19,58 +19,13 @@ from lugha.errors import ConfigError
 from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manifest
 from lugha.preprocess import preprocess_batch
 from lugha.tokenizer import spec_for_model
-from lugha.vocabulary import FORMATS, PRECISIONS, REFERENCE_METRIC, metric_key
+from lugha.vocabulary import FORMATS, PRECISIONS, REFERENCE_METRIC, metric_key  # noqa: F401 (FORMATS, PRECISIONS: re-exported)
 
 from lugha.export import accuracy_gate, advisor, bundle_writer as bw, fusion_head as fh, gates
 from lugha.export.graph_runners import onnx_runner, tflite_runner
+from lugha.export.options import ExportOptions  # re-exported: callers know it from here
 from lugha.export.source import ExportSource, calibration_batches, calibration_texts, eval_pairs, limit_pairs, token_encoder
 from lugha.export.specs import reference_runner, specs_for, tolerance_for
-
-
-
-@dataclass
-class ExportOptions:
-    formats: tuple[str, ...] = ("onnx",)
-    precisions: tuple[str, ...] = ("fp32", "int8")
-    max_drop: float = 1.0  # the accuracy gate's margin, in points
-    allow_drop: bool = False  # report the accuracy gate, block nothing (recorded in the manifest and model card)
-    gate: str = "default"  # default: block on a fail or a pooled cell that is not a pass; strict: any undecided too
-    gate_splits: tuple[str, ...] = ("val", "test")  # held-out splits whose items the accuracy gate pools
-    trim_vocab: bool = False
-    calib_samples: int = 128
-    calib_texts: int = 512  # training texts the per-token text int8 calibrates on
-    text_int8: str = "per-token"  # text int8: per-token (SmoothQuant + GPTQ) | per-token-fine | dynamic (stock)
-    calib_method: str = "percentile"
-    int8_policy: str = "keep-float"
-    int8_rounding: str = "gptq"  # image int8 weight rounding: gptq | kernel_sum | nearest
-    int8_float_stem: str | int = "auto"  # image convs kept float: "auto" (up to the first residual add), N, 0
-    seq_lengths: tuple[int, ...] = ()  # TFLite text signatures; default (16, max_length)
-    eval_split: str = "test"
-    eval_limit: int = 0  # rows per language, 0 = all
-    golden_rows: int = 2
-    zip: bool = False
-    sign_key: str | None = None
-    overwrite: bool = False
-    force_legacy_onnx: bool = False
-
-    def __post_init__(self) -> None:
-        for name, allowed in (("formats", FORMATS), ("precisions", PRECISIONS)):
-            bad = [v for v in getattr(self, name) if v not in allowed]
-            if bad or not getattr(self, name):
-                raise ConfigError(f"--{name[:-1] if name == 'formats' else 'precision'}",
-                                  f"expected some of {list(allowed)}, got {list(getattr(self, name))}")
-        from lugha.export.text_int8 import TEXT_INT8_SCHEMES
-
-        if self.text_int8 not in TEXT_INT8_SCHEMES:
-            raise ConfigError("--text-int8", f"expected one of {list(TEXT_INT8_SCHEMES)}, got {self.text_int8!r}")
-        if self.gate not in gates.GATE_POLICIES:
-            raise ConfigError("--gate", f"expected one of {list(gates.GATE_POLICIES)}, got {self.gate!r}")
-        if not self.gate_splits:
-            raise ConfigError("--gate-splits", "name at least one split (default val,test)")
-        if self.max_drop < 0:
-            raise ConfigError("--max-drop", f"must be >= 0 points, got {self.max_drop}")
-        if self.golden_rows < 2:
-            raise ConfigError("golden_rows", "need >= 2 rows (a dynamic batch axis must not be traced as 1)")
 
 
 @dataclass

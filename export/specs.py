@@ -71,10 +71,10 @@ class ExportSpec:
     def output_names(self) -> tuple[str, ...]:
         raise NotImplementedError
 
-    def dynamic_axes(self) -> dict[str, dict[int, str]]:
-        """Named dynamic axes of every input and output (ONNX ``dynamic_axes`` form)."""
-        out: dict[str, dict[int, str]] = {}
-        return out
+    def dynamic_axes(self, model, layout: str = "NCHW") -> dict[str, dict[int, str]]:
+        """Named dynamic axes of every input and output (ONNX ``dynamic_axes`` form), read off the tensor
+        specs' named dims, so a spec states each tensor's shape once."""
+        return _axes(self.inputs(model, layout) + self.outputs(model))
 
 
 def _dims(shape: tuple, static: dict[str, int] | None) -> tuple:
@@ -157,17 +157,12 @@ class ImageEncoderSpec(ExportSpec):
     def inputs(self, model, layout: str = "NCHW", static=None):
         s = model.cfg.preprocess.size
         shape = ("batch", 3, s, s) if layout == "NCHW" else ("batch", s, s, 3)
-        return (TensorSpec("pixel_values", "float32", _dims(shape, static), layout),)
+        return (TensorSpec(self.input_names()[0], "float32", _dims(shape, static), layout),)
 
     def outputs(self, model, static=None):
         d = model.cfg.embed_dim
-        out = (TensorSpec("image_embeds", "float32", _dims(("batch", d), static)),)
-        if self.patch_grid:
-            out += (TensorSpec("image_patches", "float32", _dims(("batch", self.patch_grid ** 2, d), static)),)
-        return out
-
-    def dynamic_axes(self):
-        return {n: {0: "batch"} for n in self.input_names() + self.output_names()}
+        shapes = (("batch", d), ("batch", self.patch_grid ** 2, d))
+        return tuple(TensorSpec(n, "float32", _dims(sh, static)) for n, sh in zip(self.output_names(), shapes))
 
 
 @dataclass(frozen=True)
@@ -217,17 +212,8 @@ class TextEncoderSpec(ExportSpec):
 
     def outputs(self, model, static=None):
         d = model.cfg.embed_dim
-        out = (TensorSpec("text_embeds", "float32", _dims(("batch", d), static)),)
-        if self.max_tokens:
-            out += (TensorSpec("text_tokens", "float32", _dims(("batch", "tokens", d), static)),)
-        return out
-
-    def dynamic_axes(self):
-        axes = {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
-                "text_embeds": {0: "batch"}}
-        if self.max_tokens:
-            axes["text_tokens"] = {0: "batch", 1: "tokens"}
-        return axes
+        shapes = (("batch", d), ("batch", "tokens", d))
+        return tuple(TensorSpec(n, "float32", _dims(sh, static)) for n, sh in zip(self.output_names(), shapes))
 
 
 def fusion_head_of(model):
@@ -288,10 +274,7 @@ class FusionHeadSpec(ExportSpec):
 
     def outputs(self, model, static=None):
         n = fusion_head_of(model).num_classes
-        return (TensorSpec("logits", "float32", _dims(("batch", n), static)),)
-
-    def dynamic_axes(self):
-        return {"image_embeds": {0: "batch"}, "text_embeds": {0: "batch"}, "logits": {0: "batch"}}
+        return (TensorSpec(self.output_names()[0], "float32", _dims(("batch", n), static)),)
 
 
 @dataclass(frozen=True)
@@ -325,13 +308,9 @@ class CrossAttentionHeadSpec(FusionHeadSpec):
 
     def inputs(self, model, layout: str = "NCHW", static=None):
         head = fusion_head_of(model)
-        return (TensorSpec("image_patches", "float32", _dims(("batch", head.num_patches, head.dim), static)),
-                TensorSpec("text_tokens", "float32", _dims(("batch", "tokens", head.dim), static)),
-                TensorSpec("text_mask", "int64", _dims(("batch", "tokens"), static)))
-
-    def dynamic_axes(self):
-        return {"image_patches": {0: "batch"}, "text_tokens": {0: "batch", 1: "tokens"},
-                "text_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
+        kinds = (("float32", ("batch", head.num_patches, head.dim)), ("float32", ("batch", "tokens", head.dim)),
+                 ("int64", ("batch", "tokens")))
+        return tuple(TensorSpec(n, dtype, _dims(shape, static)) for n, (dtype, shape) in zip(self.input_names(), kinds))
 
 
 SPECS: dict[str, ExportSpec] = {}

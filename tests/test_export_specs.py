@@ -127,3 +127,19 @@ def test_spec_exports_to_onnx_with_fp32_parity(name, which, request, tmp_path):
     out = onnx_runner(done.path)(more)
     check_tensors(out, spec.outputs(model), name)
     assert_parity(ref, out, tolerance_for(*spec.tolerances["fp32"], ref), name)
+
+
+def test_dynamic_axes_are_read_off_the_tensor_specs(tiny, tiny_xattn):
+    """Each spec states a tensor's shape once; the exporter's dynamic axes are its named dims."""
+    axes = {s.name: s.dynamic_axes(tiny_xattn[0]) for s in specs_for(tiny_xattn[0])}
+    assert axes["text_encoder"] == {"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"},
+                                    "text_embeds": {0: "batch"}, "text_tokens": {0: "batch", 1: "tokens"}}
+    assert axes["image_encoder"] == {"pixel_values": {0: "batch"}, "image_embeds": {0: "batch"},
+                                     "image_patches": {0: "batch"}}
+    assert axes["fusion_head"] == {"image_patches": {0: "batch"}, "text_tokens": {0: "batch", 1: "tokens"},
+                                   "text_mask": {0: "batch", 1: "tokens"}, "logits": {0: "batch"}}
+    head = next(s for s in specs_for(tiny[0]) if s.name == "fusion_head")
+    assert head.dynamic_axes(tiny[0]) == {"image_embeds": {0: "batch"}, "text_embeds": {0: "batch"},
+                                          "logits": {0: "batch"}}
+    for spec in specs_for(tiny[0]):  # the names the exporter is given are the specs' tensors, in order
+        assert list(spec.dynamic_axes(tiny[0], "NHWC")) == [*spec.input_names(), *spec.output_names()]
