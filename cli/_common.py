@@ -7,6 +7,12 @@ import sys
 from pathlib import Path
 
 
+# --pubkey of serve, bench and doctor (lugha.runtimes.signature does the checking)
+PUBKEY_HELP = ("refuse the bundle unless manifest.json.sig is a signature by this ed25519 public key "
+               "(default: the keys in ~/.config/lugha/trusted_keys/*.pem or $LUGHA_CONFIG/trusted_keys/, "
+               "if any; with either, unsigned bundles are refused)")
+
+
 def not_available(what: str, issue: str):
     """A ``run`` for a subcommand whose capability is not built yet: says so, exits 3, never pretends."""
 

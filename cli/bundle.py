@@ -16,6 +16,10 @@ lists with their sizes and SHA-256. Check one before copying it to a device, and
   lugha bundle verify bundles/lite0-e5                # exit 0 when every file matches the manifest
   lugha bundle verify bundles/lite0-e5 --json         # {"ok": ..., "errors": [...]} for scripts
   lugha bundle verify bundles/lite0-e5 --pubkey pub.pem  # + the ed25519 signature (lugha export --sign)
+  lugha bundle verify bundles/lite0-e5.zip --pubkey pub.pem  # a zip too (checked before it is extracted)
+
+Keys in ~/.config/lugha/trusted_keys/*.pem (or $LUGHA_CONFIG/trusted_keys/) are trusted without --pubkey:
+then serve, bench, doctor and verify refuse any bundle not signed by one of them.
   lugha bundle info bundles/lite0-e5                  # graphs, languages, sizes, metrics
   lugha bundle info bundles/lite0-e5 --json           # the whole manifest as JSON
 """
@@ -26,10 +30,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("verify", help="Check schema, paths, presence, sizes and SHA-256 of every file.",
                        description="Exit 0 if the bundle is intact; otherwise print one line per problem "
                                    "(missing file, size or SHA-256 mismatch, unsafe path) and exit 1.")
-    p.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
+    p.add_argument("bundle", type=user_path, help="bundle folder, its manifest.json, or a .zip")
     p.add_argument("--json", action="store_true", help="print a JSON report on stdout")
-    p.add_argument("--pubkey", type=user_path, metavar="PEM", help="also check manifest.json.sig against this ed25519 public key "
-                                                   "(bundles made with `lugha export --sign`; needs cryptography)")
+    p.add_argument("--pubkey", type=user_path, metavar="PEM",
+                   help="also check manifest.json.sig against this ed25519 public key (bundles made with "
+                        "`lugha export --sign`; needs cryptography). Default: the keys in "
+                        "~/.config/lugha/trusted_keys/*.pem, when there are any")
     p.set_defaults(_run=run_verify)
     p = sub.add_parser("info", help="Show graphs, languages, sizes and metrics (no hashing; see verify).")
     p.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
@@ -38,29 +44,38 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from lugha.manifest import bundle_root, read_manifest_json, verify_files
+    from lugha.runtimes.bundle_zip import extract_bundle
+    from lugha.runtimes.signature import check_bundle_trust, is_zip_bundle
 
     start = time.monotonic()
+    tmp = None
     try:
-        m = read_manifest_json(args.bundle)
+        signer = check_bundle_trust(args.bundle, args.pubkey)  # a zip: read from the zip, nothing extracted yet
+        if is_zip_bundle(args.bundle):
+            tmp, root = extract_bundle(args.bundle)
+        else:
+            root = args.bundle
+        return _verify_folder(args, root, signer, start)
     except (BundleError, ConfigError) as e:
         return _fail(args, [e])
-    if getattr(args, "pubkey", None):
-        from lugha.export.signing import verify_bundle_signature  # lazy: needs the cryptography package
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
 
-        try:
-            verify_bundle_signature(args.bundle, args.pubkey)
-        except BundleError as e:
-            return _fail(args, [e])
-    problems = verify_files(bundle_root(args.bundle), m, show_progress=not args.json)
+
+def _verify_folder(args: argparse.Namespace, root, signer, start: float) -> int:
+    from lugha.manifest import bundle_root, read_manifest_json, verify_files
+
+    m = read_manifest_json(root)
+    problems = verify_files(bundle_root(root), m, show_progress=not args.json)
     if problems:
         return _fail(args, problems)
     seconds = time.monotonic() - start
     if args.json:
         print_json({"ok": True, "bundle": str(args.bundle), "files": len(m.files), "bytes": m.total_bytes,
-                    "seconds": round(seconds, 3), "errors": []})
+                    "signed_by": str(signer) if signer else None, "seconds": round(seconds, 3), "errors": []})
     else:
-        signed = ", signature ok" if getattr(args, "pubkey", None) else ""
+        signed = f", signature by {signer} ok" if signer else ""
         print(f"ok: {len(m.files)} files, {_mb(m.total_bytes)} verified{signed} in {seconds:.1f}s ({args.bundle})")
     return 0
 

@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Iterator, Literal
 
 from lugha import __version__
+from lugha.atomic import atomic_write_text
 from lugha._schema import from_dict, to_dict
 from lugha.config import ModelConfig
 from lugha.errors import BundleError, ChecksumError, ConfigError, MissingFileError, SchemaVersionError, UnsafePathError
@@ -175,6 +176,9 @@ class BundleManifest:
             if g.golden is not None:
                 yield f"manifest.graphs[{i}].golden.inputs", g.golden.inputs
                 yield f"manifest.graphs[{i}].golden.outputs", g.golden.outputs
+        # label packs are served to phones and loaded by the runtime: path-checked and hashed like the rest
+        for lang, path in sorted(self.label_packs.items()):
+            yield f"manifest.label_packs.{lang}", path
 
 
 # --- paths -------------------------------------------------------------------------------------------
@@ -352,9 +356,7 @@ def write_manifest(bundle_dir: str | os.PathLike, m: BundleManifest, show_progre
     data = done.to_dict()
     data = {k: data.pop(k) for k in ("schema_version", "lugha_version")} | data  # version first, for readers
     text = json.dumps(data, ensure_ascii=False, indent=2) + "\n"
-    tmp = root / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, root / MANIFEST_NAME)  # atomic: a crash never leaves half a manifest
+    atomic_write_text(root / MANIFEST_NAME, text)  # fsync'd temp + rename: a crash never leaves half a manifest
     return done
 
 

@@ -7,21 +7,21 @@ a normalisation). Everything returns float32 numpy arrays; nothing here imports 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
-import zipfile
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from lugha.errors import BundleError, ConfigError, MissingDependencyError
-from lugha.manifest import MANIFEST_NAME, BundleManifest, GraphSpec, bundle_root, check_relative_path, load_bundle_manifest
+from lugha.manifest import BundleManifest, GraphSpec, bundle_root, load_bundle_manifest, resolve_in_bundle
 from lugha.preprocess import preprocess_batch
 from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, REFERENCE_BACKEND, GraphNotInBundleError, GraphSession,
                                     Reference, UnsupportedGraphError, backend_info, import_engine, is_installed,
                                     not_installed_reason, unsupported_reason)
+from lugha.runtimes.bundle_zip import extract_bundle
 from lugha.runtimes.index import EmbeddingIndex, l2_normalize
+from lugha.runtimes.signature import is_zip_bundle, trusted_keys, verify_folder, verify_zip
 from lugha.vocabulary import GRAPH_ROLES
 
 ROLES = GRAPH_ROLES
@@ -69,23 +69,6 @@ def _choose(manifest: BundleManifest, backend: str, precision: str) -> tuple[str
     raise GraphNotInBundleError(f"no installed backend can run this bundle ({listing}): {'; '.join(tried)}")
 
 
-def extract_bundle(path: Path) -> tuple[tempfile.TemporaryDirectory, Path]:
-    """A zipped bundle, extracted to a temporary folder (member paths checked: no zip-slip), and the
-    folder in it that holds manifest.json."""
-    tmp = tempfile.TemporaryDirectory(prefix="lugha-bundle-")
-    with zipfile.ZipFile(path) as z:
-        for member in z.namelist():
-            if not member.endswith("/"):
-                check_relative_path(member, f"{path.name} member")
-        z.extractall(tmp.name)
-    root = Path(tmp.name)
-    inner = list(root.iterdir())
-    # Zipping the folder itself (bundle/manifest.json ...) is as common as zipping its contents.
-    if not (root / MANIFEST_NAME).is_file() and len(inner) == 1 and (inner[0] / MANIFEST_NAME).is_file():
-        return tmp, inner[0]
-    return tmp, root
-
-
 def load_graph_session(root: str | os.PathLike, spec: GraphSpec, backend: str,
                        threads: int | None = None) -> GraphSession:
     """One graph of a bundle folder on one backend (device_tests and benchmarks time graphs alone)."""
@@ -103,19 +86,33 @@ def load_graph_session(root: str | os.PathLike, spec: GraphSpec, backend: str,
 
 def open_bundle(path: str | os.PathLike, backend: str = "auto", precision: str = "auto",
                 threads: int | None = None, verify: bool = True,
-                reference: Reference | None = None) -> "Bundle":
+                reference: Reference | None = None, pubkey: str | os.PathLike | None = None) -> "Bundle":
     """Open a bundle folder (or .zip) on one backend at one precision.
 
-    ``verify`` checks every file's SHA-256 first (a tampered graph is refused). ``threads``: intra-op
+    ``verify`` checks every file's SHA-256 first (a tampered graph is refused). ``pubkey`` (or the config
+    folder's ``trusted_keys/``, see :mod:`lugha.runtimes.signature`): then an unsigned or mis-signed
+    bundle is refused before anything in it is read. A zip is checked (central directory) and extracted
+    within limits (:mod:`lugha.runtimes.bundle_zip`). ``threads``: intra-op
     threads (None: the engine's default). ``reference``: for ``backend="torch"`` only, the model the
     bundle was exported from, opened by code above the runtimes
     (``lugha.export.eager_reference.reference_for(RUN or "config")``); fp32 only."""
     src = Path(path)
-    tmp = None
-    if src.is_file() and src.name != MANIFEST_NAME and zipfile.is_zipfile(src):
-        tmp, root = extract_bundle(src)
-    else:
-        root = bundle_root(src)
+    keys = trusted_keys(pubkey)
+    if keys and is_zip_bundle(src):
+        verify_zip(src, keys)  # from the zip's own bytes: an unsigned zip is refused before extraction
+    tmp, root = extract_bundle(src) if is_zip_bundle(src) else (None, bundle_root(src))
+    try:
+        if keys:
+            verify_folder(root, keys)  # the manifest that is about to be trusted, as extracted
+        return _open_root(root, tmp, backend, precision, threads, verify, reference)
+    except BaseException:  # the extracted copy goes with the failure (Bundle.close() removes it otherwise)
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+
+
+def _open_root(root: Path, tmp, backend: str, precision: str, threads: int | None, verify: bool,
+               reference: Reference | None) -> "Bundle":
     manifest = load_bundle_manifest(root, verify=verify)
     if backend == REFERENCE_BACKEND:
         precision = _reference_precision(reference, precision)
@@ -239,7 +236,8 @@ class Bundle:
             if lang not in paths:
                 raise LabelPackError(f"no label pack for language {lang!r}; bundle has: "
                                      f"{', '.join(sorted(paths)) or 'none'}")
-            with np.load(self.root / paths[lang], allow_pickle=False) as z:
+            real = resolve_in_bundle(self.root, paths[lang], f"manifest.label_packs.{lang}")  # never outside
+            with np.load(real, allow_pickle=False) as z:
                 if "labels" not in z or "embeds" not in z:
                     raise LabelPackError(f"{paths[lang]}: needs arrays 'labels' and 'embeds', has {sorted(z)}")
                 labels, embeds = [str(s) for s in z["labels"]], z["embeds"].astype(np.float32)

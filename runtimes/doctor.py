@@ -76,6 +76,7 @@ class BundleFacts:
     graphs: tuple[dict, ...] = ()  # {"key", "name", "format", "precision", "bytes"}
     total_bytes: int = 0
     tokenizer_bytes: int = 0
+    signed_by: str = ""  # the trusted key that signed it; "" when no key is configured
 
 
 @dataclass(frozen=True)
@@ -313,7 +314,8 @@ def check_bundle(bundle: BundleFacts, backends: dict[str, BackendProbe]) -> tupl
     if bundle.error:
         return [Check("bundle", FAIL, bundle.error, "re-copy the bundle; check it with `lugha bundle verify`")], False
     out = [Check("bundle", OK, f"{bundle.path}: {len(bundle.graphs)} graphs, {_mb(bundle.total_bytes)}, "
-                               f"every SHA-256 matches")]
+                               f"every SHA-256 matches"
+                               + (f", signed by {bundle.signed_by}" if bundle.signed_by else ""))]
     runnable = False
     for name in AUTO_ORDER:
         fmt = BACKENDS[name].format

@@ -95,16 +95,18 @@ def installed_wheels(dists=("onnxruntime", "ai-edge-litert", "tflite-runtime", "
     return out
 
 
-def bundle_facts(path: str | os.PathLike) -> BundleFacts:
-    """The manifest, every file's SHA-256 verified; a zip is extracted to a temporary folder first."""
+def bundle_facts(path: str | os.PathLike, pubkey: str | os.PathLike | None = None) -> BundleFacts:
+    """The manifest, every file's SHA-256 verified (a zip extracted, within limits, to a temporary folder
+    first); with ``pubkey`` or trusted keys configured, the signature too (see lugha.runtimes.signature)."""
     from lugha.errors import LughaError
     from lugha.manifest import load_bundle_manifest
+    from lugha.runtimes.bundle_zip import extract_bundle
+    from lugha.runtimes.signature import check_bundle_trust, is_zip_bundle
 
     src, tmp = Path(path), None
     try:
-        if src.is_file() and src.suffix == ".zip":
-            from lugha.runtimes.bundle import extract_bundle
-
+        signer = check_bundle_trust(src, pubkey)
+        if is_zip_bundle(src):
             tmp, src = extract_bundle(src)
         m = load_bundle_manifest(src, verify=True)
     except (LughaError, OSError) as e:
@@ -116,7 +118,8 @@ def bundle_facts(path: str | os.PathLike) -> BundleFacts:
     graphs = tuple({"key": g.key, "name": g.name, "format": g.format, "precision": g.precision,
                     "bytes": sizes.get(g.file, 0)} for g in m.graphs)
     tokenizer = sizes.get(m.tokenizer.file, 0) if m.tokenizer is not None else 0
-    return BundleFacts(str(path), graphs=graphs, total_bytes=m.total_bytes, tokenizer_bytes=tokenizer)
+    return BundleFacts(str(path), graphs=graphs, total_bytes=m.total_bytes, tokenizer_bytes=tokenizer,
+                       signed_by=str(signer or ""))
 
 
 def _read(path: str) -> str:
@@ -136,7 +139,8 @@ def _libc() -> tuple[str, str]:
     return tuple(platform.libc_ver()) if sys.platform.startswith("linux") else ("", "")
 
 
-def gather_facts(bundle: str | os.PathLike | None = None, timeout: float = 120.0) -> MachineFacts:
+def gather_facts(bundle: str | os.PathLike | None = None, timeout: float = 120.0,
+                 pubkey: str | os.PathLike | None = None) -> MachineFacts:
     machine = platform.machine()
     disk_path = str(Path(bundle).resolve().parent if bundle and Path(bundle).is_file() else Path(bundle or "."))
     try:
@@ -154,7 +158,7 @@ def gather_facts(bundle: str | os.PathLike | None = None, timeout: float = 120.0
         machine=machine, pointer_bits=struct.calcsize("P") * 8, cpu=parse_cpuinfo(_read("/proc/cpuinfo"), machine),
         mem_available=parse_meminfo(_read("/proc/meminfo")), libc=_libc(), python=platform.python_version(),
         numpy=numpy_version, disk_free=disk_free, disk_path=disk_path, wheels=installed_wheels(),
-        backends=probes, bundle=bundle_facts(bundle) if bundle else None)
+        backends=probes, bundle=bundle_facts(bundle, pubkey) if bundle else None)
 
 
 __all__ = ["probe_backend", "installed_wheels", "bundle_facts", "gather_facts"]
