@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from lugha.cli._common import user_path
+from lugha.cli._common import PUBKEY_HELP, user_path
 
 HELP = "Benchmark a bundle on this machine's backends."
 DESCRIPTION = """Time every graph of a bundle on every installed backend (ONNX Runtime, LiteRT, tflite-runtime)
@@ -38,6 +38,7 @@ def _reference(text: str) -> str:
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=user_path, help="bundle folder (or its manifest.json)")
+    parser.add_argument("--pubkey", type=user_path, metavar="PEM", help=PUBKEY_HELP)
     parser.add_argument("--backends", type=_csv(str), default=None, metavar="LIST",
                         help="onnxruntime,litert,tflite (default: every installed one the bundle has graphs for)")
     parser.add_argument("--precisions", type=_csv(str), default=None, metavar="LIST",
@@ -75,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
                              batches=tuple(args.batch), warmup=args.warmup, repeats=args.repeats,
                              reference=args.reference, isolate=not args.in_process,
                              reference_factory=REFERENCE_FACTORY if args.reference is not None else None)
+    from lugha.runtimes.signature import check_bundle_trust
+
+    check_bundle_trust(args.bundle, args.pubkey)  # refuse an unsigned bundle before timing it (#17)
     report = run_benchmark(args.bundle, settings)
     if args.json == "-":
         print_json(report)

@@ -6,7 +6,7 @@ import signal
 import sys
 from pathlib import Path
 
-from lugha.cli._common import user_path, user_path_obj
+from lugha.cli._common import PUBKEY_HELP, user_path, user_path_obj
 
 HELP = "Serve the offline field app for native-speaker testing."
 DESCRIPTION = """A mobile web app for testing a bundle with native speakers, with no internet at all: testers take
@@ -35,6 +35,7 @@ can read it; use https (--self-signed) when admin is on.
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("bundle", type=user_path, help="bundle folder (or .zip)")
+    parser.add_argument("--pubkey", type=user_path, metavar="PEM", help=PUBKEY_HELP)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1; give the "
                         "hotspot address, e.g. 192.168.4.1, to reach it from phones)")
     parser.add_argument("--port", type=int, default=8080, help="port (default 8080; 0 picks a free one)")
@@ -88,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--decode-slots", "at least 1")
     pin = read_pin(args.pin_file)
     tls = _tls_files(args)
+    from lugha.runtimes.signature import check_bundle_trust
+
+    check_bundle_trust(args.bundle, args.pubkey)  # refuse an unsigned bundle before serving it (#17)
     engine = FieldEngine(args.bundle, backend=args.backend, precision=args.precision, threads=args.threads,
                          gallery=args.gallery, cache_dir=args.cache_dir, k=args.k)
     for why in engine.skipped:
