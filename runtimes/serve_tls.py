@@ -3,7 +3,13 @@ context, and a Pi on a hotspot is not ``localhost`` to them.
 
 ``--self-signed`` makes a small private CA and a server certificate it signs for the hosts the app is
 reached by (IP addresses and names as subjectAltName), stored beside the feedback database and reused on
-restart while they still cover those hosts, so a phone trusts them once. Chrome refuses to register a
+restart while they still cover those hosts, so a phone trusts them once.
+
+A phone that installs the CA trusts it for every site, so the CA is made as harmless as it can be: it is
+name-constrained to the served hosts (a certificate it signed for any other name or address is refused
+by the phone), it lives no longer than the one certificate it signs, and its private key exists only in
+memory while that certificate is signed, never on the SD card (whoever takes the card gets nothing that
+can impersonate another site). A new host list means a new CA, installed again. Chrome refuses to register a
 service worker over a certificate it was only told to click through, so the tester installs the CA
 certificate (served at ``/ca.crt``; Android: Settings > Security > Install a certificate > CA) after
 checking its SHA-256 fingerprint against the one ``lugha serve`` prints.
@@ -18,10 +24,11 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+from lugha.atomic import atomic_path, atomic_write_bytes
 from lugha.errors import ConfigError, MissingDependencyError
 
-CA_DAYS = 3650
 SERVER_DAYS = 397  # browsers refuse server certificates valid for longer than 398 days
+CA_DAYS = SERVER_DAYS + 1  # the CA signs once (its key is then gone): it need not outlive that certificate
 RENEW_BEFORE = dt.timedelta(days=30)
 
 
@@ -72,25 +79,45 @@ def _san(x509, host: str):
 
 
 def _still_good(folder: Path, hosts: tuple[str, ...]) -> bool:
-    """The stored server certificate covers every host and is not about to expire."""
+    """The stored files form a usable set: the key is the certificate's (a crash between two renames
+    cannot leave a mismatch in use), the certificate covers every host and is not about to expire, and
+    the CA is a name-constrained one (an older unconstrained CA is replaced)."""
     x509 = _crypto()[0]
     try:
+        if not all((folder / f).is_file() for f in ("ca.crt", "server.crt", "server.key")):
+            return False
         cert = x509.load_pem_x509_certificate(_first_pem(folder / "server.crt"))
+        ca = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
+        ca.extensions.get_extension_for_class(x509.NameConstraints)
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
         names = {str(v) for v in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
         ok_until = cert.not_valid_after_utc - RENEW_BEFORE
-        return all((folder / f).is_file() for f in ("ca.crt", "ca.key", "server.key")) and \
-            set(hosts) <= names and dt.datetime.now(dt.timezone.utc) < ok_until
-    except (OSError, ValueError, x509.ExtensionNotFound):
+        if cert.issuer != ca.subject or not set(hosts) <= names or dt.datetime.now(dt.timezone.utc) >= ok_until:
+            return False
+        server_context(folder / "server.crt", folder / "server.key")  # the key matches the certificate
+        return True
+    except (OSError, ValueError, ConfigError, x509.ExtensionNotFound):
         return False
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # a key is never world-readable
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
+    """A key, written whole or not at all (unique temp, fsync, rename), never readable by others."""
+    with atomic_path(path) as tmp:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+
+
+def _permitted(x509, hosts: tuple[str, ...]) -> list:
+    """The CA's permitted subtrees: exactly the served names and single addresses."""
+    out = []
+    for h in hosts:
+        try:
+            ip = ipaddress.ip_address(h)
+            out.append(x509.IPAddress(ipaddress.ip_network(f"{ip}/{ip.max_prefixlen}")))
+        except ValueError:
+            out.append(x509.DNSName(h))
+    return out
 
 
 def self_signed(folder: str | os.PathLike, hosts: list[str] | tuple[str, ...]) -> TlsFiles:
@@ -121,6 +148,8 @@ def self_signed(folder: str | os.PathLike, hosts: list[str] | tuple[str, ...]) -
           .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
                                        key_encipherment=False, data_encipherment=False, key_agreement=False,
                                        encipher_only=False, decipher_only=False), critical=True)
+          .add_extension(x509.NameConstraints(permitted_subtrees=_permitted(x509, hosts), excluded_subtrees=None),
+                         critical=True)
           .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
           .sign(ca_key, hashes.SHA256()))
     key = ec.generate_private_key(ec.SECP256R1())
@@ -132,10 +161,11 @@ def self_signed(folder: str | os.PathLike, hosts: list[str] | tuple[str, ...]) -
             .add_extension(x509.ExtendedKeyUsage([EKU.SERVER_AUTH]), critical=False)
             .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _write_private(folder / "ca.key", key_bytes(ca_key))
+    del ca_key  # signing is done: the CA key is never written anywhere
+    (folder / "ca.key").unlink(missing_ok=True)  # left by an older lugha, which kept it beside the database
     _write_private(folder / "server.key", key_bytes(key))
-    (folder / "ca.crt").write_bytes(ca.public_bytes(pem))
-    (folder / "server.crt").write_bytes(leaf.public_bytes(pem) + ca.public_bytes(pem))
+    atomic_write_bytes(folder / "server.crt", leaf.public_bytes(pem) + ca.public_bytes(pem))
+    atomic_write_bytes(folder / "ca.crt", ca.public_bytes(pem))
     return TlsFiles(folder / "server.crt", folder / "server.key", folder / "ca.crt", fingerprint(ca.public_bytes(pem)),
                     hosts, True)
 

@@ -2,6 +2,7 @@
 operator's own --tls-cert/--tls-key, and pages fetched over https by a client that trusts only that CA."""
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import http.client
 import os
@@ -46,8 +47,7 @@ def test_self_signed_files_fingerprint_and_reuse(tmp_path):
     assert folder == tmp_path / "field.tls"
     first = self_signed(folder, ["192.168.4.1", "pi.local", "127.0.0.1"])
     assert first.created and first.ca_cert == folder / "ca.crt"
-    for key in ("ca.key", "server.key"):
-        assert (folder / key).stat().st_mode & 0o077 == 0, f"{key} is readable by others"
+    assert (folder / "server.key").stat().st_mode & 0o077 == 0, "server.key is readable by others"
     ca = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
     leaf = x509.load_pem_x509_certificate(first.cert.read_bytes())  # the first PEM of the chain file
     assert ca.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
@@ -63,6 +63,60 @@ def test_self_signed_files_fingerprint_and_reuse(tmp_path):
     assert not again.created and again.fingerprint == first.fingerprint
     other = self_signed(folder, ["10.0.0.1"])
     assert other.created and other.fingerprint != first.fingerprint
+
+
+def test_ca_is_name_constrained_short_lived_and_its_key_is_not_kept(tmp_path, monkeypatch):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
+
+    from lugha.runtimes.serve_tls import self_signed
+
+    made = []  # every private key self_signed makes: the first is the CA's
+    real = ec.generate_private_key
+    monkeypatch.setattr(ec, "generate_private_key", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    folder = tmp_path / "field.tls"
+    (folder).mkdir()
+    (folder / "ca.key").write_text("an older lugha kept the CA key here")
+    tls = self_signed(folder, ["192.168.4.1", "pi.local"])
+    assert tls.created and not (folder / "ca.key").exists()
+    stored = b"".join(p.read_bytes() for p in folder.iterdir())
+    assert stored.count(b"PRIVATE KEY-----") == 2  # BEGIN + END of server.key: no CA key on disk
+    ca = x509.load_pem_x509_certificate(tls.ca_cert.read_bytes())
+    nc = ca.extensions.get_extension_for_class(x509.NameConstraints)
+    assert nc.critical and {str(t.value) for t in nc.value.permitted_subtrees} == {"192.168.4.1/32", "pi.local"}
+    assert (ca.not_valid_after_utc - ca.not_valid_before_utc).days <= 400
+    # what the constraint is for: had the CA key been taken, a certificate for another site is refused
+    ca_key = made[0]
+    now = ca.not_valid_before_utc
+    evil = (x509.CertificateBuilder().subject_name(x509.Name([])).issuer_name(ca.subject)
+            .public_key(real(ec.SECP256R1()).public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + dt.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("bank.example")]), critical=True)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    when = now + dt.timedelta(days=1)
+    verifier = PolicyBuilder().store(Store([ca])).time(when)
+    with pytest.raises(VerificationError, match="name constraint|no permitted"):
+        verifier.build_server_verifier(x509.DNSName("bank.example")).verify(evil, [])
+    leaf = x509.load_pem_x509_certificate(tls.cert.read_bytes())
+    verifier.build_server_verifier(x509.DNSName("pi.local")).verify(leaf, [])  # the served name still passes
+
+
+def test_a_torn_set_of_tls_files_is_made_again(tmp_path):
+    from lugha.runtimes.serve_tls import self_signed, server_context
+
+    folder = tmp_path / "field.tls"
+    first = self_signed(folder, ["127.0.0.1"])
+    other = self_signed(tmp_path / "other", ["127.0.0.1"])
+    (folder / "server.key").write_bytes(other.key.read_bytes())  # a crash between two renames: key and cert differ
+    again = self_signed(folder, ["127.0.0.1"])
+    assert again.created and again.fingerprint != first.fingerprint
+    server_context(again.cert, again.key)  # a usable pair again
+    assert not [p.name for p in folder.iterdir() if p.name.endswith(".tmp")]
 
 
 def test_given_files_are_checked_at_start(tmp_path):
