@@ -159,7 +159,7 @@ def _build(source: ExportSource, root: Path, scratch: Path, opts: ExportOptions,
     report.update(label_packs=sorted(packs), seconds=round(time.monotonic() - t0, 1))
     card = {**_card_info(source, data, report, opts, info_rows, split), "gate": record}
     bw.write_model_card(root, card)
-    manifest = BundleManifest(model=cfg, preprocess=cfg.preprocess, graphs=tuple(graphs), tokenizer=tok_spec,
+    manifest = BundleManifest(model=cfg, graphs=tuple(graphs), tokenizer=tok_spec,
                               languages=tuple(pairs.languages), label_packs=packs,
                               metrics={c: {lang: {k: v for k, v in m.items()} for lang, m in per.items()}
                                        for c, per in report["metrics"].items()}, accuracy_gate=record)

@@ -121,7 +121,6 @@ class BundleManifest:
     ``--allow-drop`` overrode it (None: a bundle written without the gate, e.g. by hand)."""
 
     model: ModelConfig
-    preprocess: PreprocessSpec
     graphs: tuple[GraphSpec, ...]
     tokenizer: TokenizerSpec | None = None
     files: tuple[FileEntry, ...] = ()
@@ -137,12 +136,24 @@ class BundleManifest:
         for name in ("graphs", "files", "languages"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        """How images become the image graph's input: the model's own record (``model.preprocess``), the
+        one preprocessing record a bundle holds."""
+        return self.model.preprocess
+
     def to_dict(self) -> dict:
         return to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict) -> "BundleManifest":
-        return from_dict(cls, data, "manifest")
+        if not isinstance(data, dict) or "preprocess" not in data:
+            return from_dict(cls, data, "manifest")
+        data = dict(data)
+        legacy = data.pop("preprocess")
+        m = from_dict(cls, data, "manifest")
+        _check_legacy_preprocess(from_dict(PreprocessSpec, legacy, "manifest.preprocess"), m.model.preprocess)
+        return m
 
     def replace(self, **changes) -> "BundleManifest":
         return dataclasses.replace(self, **changes)
@@ -179,6 +190,16 @@ class BundleManifest:
         # label packs are served to phones and loaded by the runtime: path-checked and hashed like the rest
         for lang, path in sorted(self.label_packs.items()):
             yield f"manifest.label_packs.{lang}", path
+
+
+def _check_legacy_preprocess(legacy: PreprocessSpec, model: PreprocessSpec) -> None:
+    """Bundles written before the manifest held one preprocessing record carry a second copy at the top:
+    read it only to refuse a bundle whose two copies disagree (which one would a device follow?)."""
+    if legacy != model:
+        diffs = [f"{f.name} {getattr(legacy, f.name)!r} vs {getattr(model, f.name)!r}"
+                 for f in dataclasses.fields(PreprocessSpec) if getattr(legacy, f.name) != getattr(model, f.name)]
+        raise ConfigError("manifest.preprocess", "differs from manifest.model.preprocess, the bundle's preprocessing "
+                          f"record: {'; '.join(diffs)}")
 
 
 # --- paths -------------------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ def build_manifest() -> BundleManifest:
         golden=GoldenSample("golden/text_encoder.inputs.npz", "golden/text_encoder.int8.outputs.npz"),
         tolerance=Tolerance(max_abs=0.05, min_cosine=0.99, int8_steps=2))
     return BundleManifest(
-        model=cfg, preprocess=cfg.preprocess, tokenizer=spec_for_model(cfg), graphs=[image, text],
+        model=cfg, tokenizer=spec_for_model(cfg), graphs=[image, text],
         languages=["en", "sw", "yo"],
         metrics={"fp32": {"en": {"R@1": 0.5, "R@5": 0.9}}, "int8": {"sw": {"R@1": 0.25}, "yo": {"R@1": 0.2}}})
 
@@ -333,3 +333,22 @@ def test_cli_info_refuses_an_unsafe_manifest_and_bare_bundle_prints_help(bundle,
     assert "'/etc/passwd' is absolute" in capsys.readouterr().err
     assert cli() == 2
     assert "verify" in capsys.readouterr().out
+
+
+def test_one_preprocessing_record_and_an_older_second_copy_is_checked(bundle):
+    """The manifest holds preprocessing once (model.preprocess); a bundle written with the old top-level
+    copy still loads when the copies agree and is refused, naming what differs, when they do not."""
+    data = json.loads((bundle / MANIFEST_NAME).read_text())
+    assert "preprocess" not in data and "preprocess" in data["model"]
+    m = load_bundle_manifest(bundle)
+    assert m.preprocess == m.model.preprocess
+    edit_json(bundle, lambda d: d.update(preprocess=dict(d["model"]["preprocess"])))
+    assert load_bundle_manifest(bundle, verify=False) == m
+    edit_json(bundle, lambda d: d["preprocess"].update(size=d["preprocess"]["size"] + 1))
+    with pytest.raises(ConfigError, match=r"differs from manifest.model.preprocess.*size 33 vs 32") as info:
+        load_bundle_manifest(bundle, verify=False)
+    assert info.value.field == "manifest.preprocess"
+    edit_json(bundle, lambda d: d["preprocess"].update(resample="nearest"))
+    with pytest.raises(ConfigError, match="unknown field") as info:
+        load_bundle_manifest(bundle, verify=False)
+    assert info.value.field == "manifest.preprocess"

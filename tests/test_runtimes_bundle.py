@@ -160,7 +160,7 @@ def make_tiny_bundle(root: Path, *, int8: bool = True, extra_graphs=(), seed: in
         np.savez(root / "labels" / f"{lang}.npz", labels=np.array(labels), embeds=e / np.linalg.norm(e, axis=1, keepdims=True))
     (root / "MODEL_CARD.md").write_text("# tiny test bundle\n", encoding="utf-8")
     cfg = get_model_config("test-tiny").replace(embed_dim=DIM, preprocess=preprocess)
-    manifest = BundleManifest(model=cfg, preprocess=preprocess, graphs=tuple(specs), tokenizer=tok_spec,
+    manifest = BundleManifest(model=cfg, graphs=tuple(specs), tokenizer=tok_spec,
                               languages=tuple(LABELS), metrics={"fp32": {"en": {"R@1": 0.5}, "sw": {"R@1": 0.4}},
                                                                 "int8": {"en": {"R@1": 0.48}, "sw": {"R@1": 0.39}}})
     files = [p.relative_to(root).as_posix() for p in sorted(root.rglob("*")) if p.is_file() and p.name != "manifest.json"]
