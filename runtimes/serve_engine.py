@@ -25,6 +25,7 @@ from lugha.paths import lugha_home
 from lugha.progress import progress
 from lugha.runtimes.bundle import Bundle, open_bundle
 from lugha.runtimes.index import EmbeddingIndex
+from lugha.vocabulary import PRECISION_PREFERENCE
 
 GALLERY_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
 THUMB_SIDE = 480  # enough for a phone's result grid, ~30 KB per JPEG over a slow hotspot
@@ -187,7 +188,7 @@ class FieldEngine:
     def _phone_graph(self, name: str) -> GraphSpec | None:
         """The ONNX graph of a role a phone should fetch: int8 when the bundle has it (smallest)."""
         onnx = [g for g in self.bundle.manifest.graphs if g.name == name and g.format == "onnx"]
-        for precision in ("int8", "fp32", "fp16"):
+        for precision in PRECISION_PREFERENCE:
             for g in onnx:
                 if g.precision == precision:
                     return g
