@@ -70,7 +70,8 @@ def _import_torch():
     try:
         import torch
     except Exception as e:  # ImportError, or a broken install
-        raise MissingDependencyError(f"the PyTorch reference needs torch ({type(e).__name__}: {e}): {INSTALL}") from None
+        why = f"{type(e).__name__}: {e}"
+        raise MissingDependencyError(f"the PyTorch reference needs torch ({why}): {INSTALL}") from None
     return torch
 
 

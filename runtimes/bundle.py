@@ -16,9 +16,9 @@ import numpy as np
 from lugha.errors import BundleError, ConfigError, MissingDependencyError
 from lugha.manifest import BundleManifest, GraphSpec, bundle_root, load_bundle_manifest, resolve_in_bundle
 from lugha.preprocess import preprocess_batch
-from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, REFERENCE_BACKEND, GraphNotInBundleError, GraphSession,
-                                    Reference, UnsupportedGraphError, backend_info, import_engine, is_installed,
-                                    not_installed_reason, unsupported_reason)
+from lugha.runtimes.backends import (AUTO_ORDER, PRECISION_ORDER, REFERENCE_BACKEND, GraphNotInBundleError,
+                                    GraphSession, Reference, UnsupportedGraphError, backend_info, import_engine,
+                                    is_installed, not_installed_reason, unsupported_reason)
 from lugha.runtimes.bundle_zip import extract_bundle
 from lugha.runtimes.index import EmbeddingIndex, l2_normalize
 from lugha.runtimes.signature import is_zip_bundle, trusted_keys, verify_folder, verify_zip
