@@ -56,6 +56,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except OSError as e:
+        from lugha.atomic import FULL_ERRNOS
+
+        if e.errno not in FULL_ERRNOS:
+            raise
+        # a full SD card mid-export or mid-check: one line that says what happened, not a traceback
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"lugha {args.command}: error: no space left on the device{where} ({e.strerror or e}); "
+              "free some space and run it again", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,13 +7,13 @@ float32 [N, D] L2-normalised), ``MODEL_CARD.md``; manifest.json is written last 
 """
 from __future__ import annotations
 
-import os
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
+from lugha.atomic import atomic_path
 from lugha.gate_report import AccuracyGate
 from lugha.manifest import GoldenSample
 
@@ -45,13 +45,11 @@ def write_label_pack(root: Path, lang: str, labels: list[str], embeds: np.ndarra
 
 def zip_bundle(root: Path, zip_path: Path) -> Path:
     """The bundle folder as one zip (entries relative to the folder, manifest.json first)."""
-    tmp = zip_path.with_name(zip_path.name + ".tmp")
     files = sorted(p for p in root.rglob("*") if p.is_file())
     files.sort(key=lambda p: p.name != "manifest.json")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
-        for p in files:
+    with atomic_path(zip_path) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        for p in files:  # atomic_path: a full disk or a kill leaves the old zip (or none), never half of one
             z.write(p, p.relative_to(root).as_posix())
-    os.replace(tmp, zip_path)
     return zip_path
 
 

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from lugha.atomic import replace_dir
 from lugha.errors import ConfigError
 from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manifest
 from lugha.preprocess import preprocess_batch
@@ -82,9 +83,7 @@ def export_run(source: ExportSource, out: str | Path, opts: ExportOptions,
 
             sign_bundle(staging, opts.sign_key)
             report["signed"] = True
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        staging.rename(out)
+        replace_dir(staging, out)  # the previous bundle is removed only once the new one is in place (#17)
         out.chmod(0o755)  # mkdtemp made it private; a bundle is meant to be copied and read
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

@@ -109,10 +109,51 @@ def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8
         f.write(text)
 
 
+def replace_dir(new: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Put the finished folder ``new`` at ``target``, replacing what is there, so that at every instant
+    (a ``kill -9`` included) ``target`` is either the old complete folder or the new one, or, for the
+    moment between two renames, absent with the old one kept aside as ``.<name>.old-<pid>`` for
+    :func:`recover_dir` to put back. The old folder is deleted only once the new one is in place."""
+    new, target = Path(new), Path(target)
+    recover_dir(target)
+    aside = None
+    if target.exists() or target.is_symlink():
+        aside = target.with_name(f".{target.name}.old-{os.getpid()}-{secrets.token_hex(4)}")
+        os.replace(target, aside)
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if aside is not None:
+            os.replace(aside, target)
+        raise
+    fsync_dir(target.parent)
+    if aside is not None:
+        if aside.is_dir() and not aside.is_symlink():
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            _remove(aside)
+
+
+def recover_dir(target: str | os.PathLike) -> bool:
+    """After a kill between :func:`replace_dir`'s two renames: put the folder kept aside back at ``target``
+    (True when it did). Leftovers beside a ``target`` that exists are older copies and are removed."""
+    target = Path(target)
+    asides = sorted(target.parent.glob(f".{target.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    if not asides:
+        return False
+    restored = False
+    if not (target.exists() or target.is_symlink()):
+        os.replace(asides.pop(), target)
+        restored = True
+    for old in asides:
+        shutil.rmtree(old, ignore_errors=True) if old.is_dir() else _remove(old)
+    return restored
+
+
 def _remove(tmp: Path) -> None:
     with contextlib.suppress(OSError):
         tmp.unlink()
 
 
-__all__ = ["DiskFullError", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "fsync_dir", "temp_name"]
+__all__ = ["DiskFullError", "FULL_ERRNOS", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text",
+           "fsync_dir", "recover_dir", "replace_dir", "temp_name"]
