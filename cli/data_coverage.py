@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 
+from lugha.atomic import atomic_write_text
 from lugha.config import DEFAULT_MODEL
 from lugha.data.coverage import (DEFAULT_MAX_LENGTH, coverage_report, load_tokenizer, resolve_tokenizer, table_rows,
                              vocab_json)
@@ -61,10 +61,7 @@ def run(args: argparse.Namespace) -> int:
     report = {"manifest": str(args.manifest), "tokenizer": str(tok_path), **report,
               "seconds": round(time.monotonic() - start, 3)}
     if args.vocab_out:
-        args.vocab_out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.vocab_out.with_name(args.vocab_out.name + ".tmp")
-        tmp.write_text(json.dumps(vocab_json(report, tok_path)) + "\n", encoding="utf-8")
-        os.replace(tmp, args.vocab_out)
+        atomic_write_text(args.vocab_out, json.dumps(vocab_json(report, tok_path)) + "\n")
     if args.json:  # the id list goes to --vocab-out; here only its size
         print_json({k: v for k, v in report.items() if k != "vocab_ids"} | {"vocab_used": len(report["vocab_ids"])})
         return 0
