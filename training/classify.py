@@ -53,10 +53,21 @@ def head_batches(data: HeadData, batch_size: int, seed: int, epoch: int, balance
     return [rows[b] for b in batches]
 
 
+def head_loss(head, data: HeadData, rows):
+    """The classify step's loss on ``rows``: what :class:`ClassifyTask` gives the loop, and what
+    :func:`head_steps` trains on."""
+    import torch
+
+    return head.loss(*data.inputs(head.input_kind, rows), labels=torch.from_numpy(data.labels[rows]))
+
+
 def head_steps(head, data: HeadData, optimizer, scheduler, batch_size: int, seed: int, steps: int,
                start_step: int = 0, balance_languages: bool = False, clip: float | None = 1.0) -> Iterator[float]:
     """Train ``head`` for ``steps`` optimizer steps from ``start_step``; yields each step's loss. The batch
-    order depends on (seed, step) only, so a run continued from step k sees what an unbroken one would."""
+    order depends on (seed, step) only, so a run continued from step k sees what an unbroken one would.
+
+    For experiments that fit many heads in memory (no run folder, no validation, no checkpoints): the same
+    batches and loss as a ``task: classify`` run through :class:`lugha.training.loop.Loop`."""
     import torch
 
     per_epoch, cache = None, {}
@@ -70,8 +81,7 @@ def head_steps(head, data: HeadData, optimizer, scheduler, batch_size: int, seed
         if epoch not in cache:
             cache.clear()
             cache[epoch] = head_batches(data, batch_size, seed, epoch, balance_languages)
-        rows = cache[epoch][b]
-        loss = head.loss(*data.inputs(head.input_kind, rows), labels=torch.from_numpy(data.labels[rows]))
+        loss = head_loss(head, data, cache[epoch][b])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if clip:
@@ -154,43 +164,33 @@ def freeze(model) -> None:
         p.requires_grad_(False)
 
 
-class ClassifyRun:
-    """One ``task: classify`` run: features cached and projected once, then the head trains with the
-    run's optimizer, schedule, validation, best/last checkpoints (head tensors only) and exact resume."""
+class ClassifyTask:
+    """``task: classify`` for :class:`lugha.training.loop.Loop`: features cached and projected once, then
+    the head trains at head speed on the CPU; checkpoints hold the head's tensors only."""
 
     def __init__(self, cfg, run_dir: Path, resume: bool, show_progress: bool, say: Callable[[str], None]):
-        import random
-
         import torch
 
-        from lugha.training import checkpoint as ckpt
         from lugha.training.feature_cache import frozen_weights_digest
-        from lugha.training.fusion import build_head
-        from lugha.training.optim import autocast_for, make_optimizer, make_scheduler, pick_device
-        from lugha.training.run_log import RunLog
+        from lugha.training.fusion import build_head, count_head_parameters
+        from lugha.training.optim import autocast_for, pick_device
 
-        self.cfg, self.run_dir, self.say = cfg, run_dir, say
+        self.cfg = cfg
         cc, dc, rt = cfg.classify, cfg.data, cfg.runtime
         if dc.val_split and cfg.loop.keep_best not in METRICS:  # fail before minutes of feature caching
             raise ConfigError("loop.keep_best", f"{cfg.loop.keep_best!r} is not a classify metric; known: {METRICS}")
-        random.seed(rt.seed)
-        np.random.seed(rt.seed)
-        torch.manual_seed(rt.seed)
         device = pick_device(rt.device)
         autocast, _, precision = autocast_for(device, rt.precision)
-        self.model, tok, self.model_cfg = load_frozen_model(cfg)
-        self.model.to(device)
-        if not resume:
-            ckpt.write_configs(run_dir, cfg, self.model_cfg)
-
-        digest = frozen_weights_digest(self.model)
+        self.towers, tok, self.model_cfg = load_frozen_model(cfg)
+        self.towers.to(device)
+        digest = frozen_weights_digest(self.towers)
 
         def load(split: str):
-            return load_features_for(self.model, self.model_cfg, tok, dc.manifest, split, dc.languages,
+            return load_features_for(self.towers, self.model_cfg, tok, dc.manifest, split, dc.languages,
                                      cc.label_field, kind=cc.head, digest=digest, grid=cc.patch_grid,
-                                     max_tokens=cc.max_tokens,
-                                     batch_size=dc.batch_size, device=device, autocast=autocast, precision=precision,
-                                     cache_dir=dc.cache_dir, image_cache=dc.image_cache, num_workers=dc.num_workers,
+                                     max_tokens=cc.max_tokens, batch_size=dc.batch_size, device=device,
+                                     autocast=autocast, precision=precision, cache_dir=dc.cache_dir,
+                                     image_cache=dc.image_cache, num_workers=dc.num_workers,
                                      show_progress=show_progress)
 
         train_pairs, train_feats = load(dc.train_split)
@@ -200,98 +200,43 @@ class ClassifyRun:
                 val = load(dc.val_split)
             except DataError as e:
                 say(f"no validation ({e}); RUN/best will be the last checkpoint")
-        freeze(self.model)
-        self.digest = frozen_weights_digest(self.model)
+        freeze(self.towers)
+        self.digest = frozen_weights_digest(self.towers)
         self.classes = split_classes(train_pairs.labels, f"{dc.manifest} split {dc.train_split!r}")
-        self.train = project_features(self.model, train_feats, train_pairs, self.classes, device=device)
-        self.val = project_features(self.model, val[1], val[0], self.classes, device=device) if val else None
-        self.head = build_head(cc.head, len(self.classes), self.model_cfg.embed_dim, seed=rt.seed, **head_kwargs(cc))
-        self.per_epoch = len(head_batches(self.train, dc.batch_size, rt.seed, 0, dc.balance_languages))
-        if self.per_epoch == 0:
-            raise ConfigError("data.batch_size", f"{dc.batch_size} is more than the {len(self.train)} training rows")
-        self.total = min(cfg.loop.max_steps or 1 << 62, cfg.loop.epochs * self.per_epoch)
-        cpu = torch.device("cpu")  # a head trains at head speed on the CPU, whatever cached the features
-        self.optimizer = make_optimizer(self.head, cfg.optim, cpu)
-        self.sched = make_scheduler(self.optimizer, cfg.optim, self.total)
-        self.pos = {"step": 0, "best": None, "bad_evals": 0, "losses": []}
-        self.last_eval: dict | None = None
-        if resume:
-            tensors, meta, state = ckpt.load_checkpoint(ckpt.find_checkpoint(run_dir, "last"))
-            ckpt.check_frozen_digest(meta, self.digest, run_dir / "last")
-            self.head.load_state_dict(head_state(tensors))
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.sched.load_state_dict(state["scheduler"])
-            self.pos.update(state["position"])
-            ckpt.set_rng_state(state["rng"])
-            say(f"resuming {run_dir} at step {self.pos['step']}")
-        else:
-            self.head.prepare(self.train)
-            torch.manual_seed(rt.seed)
-        self.log = RunLog(run_dir, self.pos["step"] if resume else None, say)
-        from lugha.training.fusion import count_head_parameters
-
-        say(f"{cc.head} fusion head: {count_head_parameters(self.head):,} trainable parameters, "
+        self.train = project_features(self.towers, train_feats, train_pairs, self.classes, device=device)
+        self.val = project_features(self.towers, val[1], val[0], self.classes, device=device) if val else None
+        self.model = build_head(cc.head, len(self.classes), self.model_cfg.embed_dim, seed=rt.seed, **head_kwargs(cc))
+        # a head trains at head speed on the CPU, whatever cached the features
+        self.device = self.optim_device = torch.device("cpu")
+        self.use_scaler, self.frozen = False, []
+        say(f"{cc.head} fusion head: {count_head_parameters(self.model):,} trainable parameters, "
             f"{len(self.classes)} classes ({cc.label_field}), {len(self.train)} training rows")
 
-    def validate(self) -> bool:
-        if self.val is None:
-            return True
-        report = accuracy_report(self.head, self.val, self.train.labels)
-        key, pos = self.cfg.loop.keep_best, self.pos
-        self.last_eval, score = report, report["mean"][key]
-        self.log.write({"kind": "eval", "step": pos["step"], **report["mean"]})
-        better = pos["best"] is None or score > pos["best"]
-        pos["best"], pos["bad_evals"] = (score, 0) if better else (pos["best"], pos["bad_evals"] + 1)
-        self.say(f"step {pos['step']}: val {key} {score:.4f}" + (" (best)" if better else ""))
-        return better
+    def start_fresh(self) -> None:
+        self.model.prepare(self.train)
 
-    def save(self, best_too: bool) -> None:
-        from lugha.training import checkpoint as ckpt
+    def batches(self, epoch: int) -> list:
+        dc = self.cfg.data
+        return head_batches(self.train, dc.batch_size, self.cfg.runtime.seed, epoch, dc.balance_languages)
 
+    def source(self, epoch: int, batches: list):
+        return iter(batches)
+
+    def loss(self, rows):
+        return head_loss(self.model, self.train, rows)
+
+    def evaluate(self) -> dict | None:
+        return None if self.val is None else accuracy_report(self.model, self.val, self.train.labels)
+
+    def trainable_tensors(self) -> dict:
+        return {f"fusion_head.{k}": v for k, v in self.model.state_dict().items()}
+
+    def load_trainable(self, tensors: dict) -> None:
+        self.model.load_state_dict(head_state(tensors))
+
+    def meta(self) -> dict:
         cc = self.cfg.classify
-        meta = {"step": self.pos["step"], "epoch": self.pos["step"] // self.per_epoch, "frozen_digest": self.digest,
-                "metrics": self.last_eval["mean"] if self.last_eval else None, "classes": self.classes,
-                "head": cc.head, "label_field": cc.label_field}
-        tensors = {f"fusion_head.{k}": v for k, v in self.head.state_dict().items()}
-        state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(),
-                 "rng": ckpt.rng_state(), "position": dict(self.pos)}
-        ckpt.save_checkpoint(self.run_dir / "last", tensors, self.cfg, self.model_cfg, meta, state)
-        if best_too:
-            ckpt.save_checkpoint(self.run_dir / "best", tensors, self.cfg, self.model_cfg, meta)
-
-    def fit(self, stop_after_steps: int | None = None):
-        import time
-
-        from lugha.training.trainer import TrainResult
-
-        lp, dc, pos, seconds, t0 = self.cfg.loop, self.cfg.data, self.pos, [], time.perf_counter()
-        stopped = "done" if self.total == lp.epochs * self.per_epoch else "max_steps"
-        steps = head_steps(self.head, self.train, self.optimizer, self.sched, dc.batch_size, self.cfg.runtime.seed,
-                           self.total, pos["step"], dc.balance_languages, self.cfg.optim.clip_grad_norm)
-        for loss in steps:
-            pos["step"] += 1
-            pos["losses"].append(loss)
-            step = pos["step"]
-            if step % lp.log_every == 0 or step == 1:
-                self.log.write({"kind": "train", "step": step, "loss": loss, "lr": self.sched.get_last_lr()[0]})
-            epoch_end = step % self.per_epoch == 0 or step == self.total
-            best_now = self.validate() if epoch_end or (lp.eval_every and step % lp.eval_every == 0) else False
-            if epoch_end:
-                seconds.append(time.perf_counter() - t0)
-                self.log.write({"kind": "epoch", "step": step, "epoch": (step - 1) // self.per_epoch,
-                                "seconds": seconds[-1], "loss": float(np.mean(pos["losses"]))})
-                pos["losses"], t0 = [], time.perf_counter()
-            patience_out = bool(lp.patience and pos["bad_evals"] >= lp.patience)
-            interrupted = stop_after_steps is not None and step >= stop_after_steps and step < self.total
-            if best_now or epoch_end or patience_out or interrupted or (
-                    lp.checkpoint_every and step % lp.checkpoint_every == 0):
-                self.save(best_now)
-            if patience_out or interrupted:
-                stopped = "early_stop" if patience_out else "interrupted"
-                break
-        self.log.close()
-        return TrainResult(self.run_dir, pos["step"], -(-pos["step"] // self.per_epoch), pos["best"], stopped,
-                           seconds, self.last_eval)
+        return {"classes": self.classes, "head": cc.head, "label_field": cc.label_field}
 
 
 def head_state(tensors: dict) -> dict:
@@ -351,12 +296,6 @@ def is_classify_run(run_dir, which: str = "best") -> bool:
     return ckpt.load_train_config(folder / ckpt.TRAIN_CONFIG).task == "classify"
 
 
-def train_classify(cfg, run_dir, resume: bool = False, stop_after_steps: int | None = None,
-                   show_progress: bool = True, say: Callable[[str], None] = print):
-    """``task: classify``, called by :func:`lugha.training.trainer.train` after it prepared ``run_dir``."""
-    return ClassifyRun(cfg, Path(run_dir), resume, show_progress, say).fit(stop_after_steps)
-
-
-__all__ = ["HeadData", "labelled_pairs", "cache_features", "project_features", "head_batches", "head_steps",
-           "predict", "accuracy_report", "ClassifyRun", "train_classify", "load_classify_run",
+__all__ = ["HeadData", "labelled_pairs", "cache_features", "project_features", "head_batches", "head_loss", "head_steps",
+           "predict", "accuracy_report", "ClassifyTask", "load_classify_run",
            "load_classify_parts", "is_classify_run", "load_features_for"]

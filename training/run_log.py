@@ -44,3 +44,13 @@ def _step(line: str) -> int:
         return int(json.loads(line).get("step", 0))
     except (ValueError, AttributeError):
         return 1 << 62  # a torn last line from a kill: dropped
+
+
+class NullLog:
+    """The log of a rank other than 0 under torchrun: rank 0 writes the one ``metrics.jsonl``."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
