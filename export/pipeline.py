@@ -288,6 +288,10 @@ def _card_info(source, data, report, opts, info_rows, split) -> dict:
     if "vocab_trim" in report:
         limitations.append(f"Vocabulary trimmed to the {report['vocab_trim']['kept']:,} token ids the training "
                            "text uses: other text maps to <unk> pieces.")
+    from lugha.data.image_domain import domain_limitation
+
+    # what the images are (emoji drawings, photos, ...): eval and training rows share one manifest and domain
+    limitations.append(domain_limitation(data.pairs.records))
     licences = [bw.LICENCES.get(cfg.image_tower.arch, f"image tower {cfg.image_tower.arch}: see its source"),
                 bw.LICENCES.get(cfg.text_tower.name_or_path, f"text tower {cfg.text_tower.name_or_path}: see its source")]
     if "emoji" in str(source.manifest) or (source.manifest.parent / "LICENSES").is_dir():

@@ -119,6 +119,7 @@ def test_export_writes_a_bundle_that_verifies_and_reproduces(tiny_run, keys, tmp
         assert np.allclose(np.linalg.norm(pack["embeds"], axis=1), 1.0, atol=1e-5)
     assert {"torch/fp32", "onnx/fp32", "onnx/int8"} <= set(m.metrics)
     assert "## Metrics per language and precision" in card
+    assert "Training images are emoji drawings" in card  # the demo's domain, from its records (data/image_domain.py)
     # golden samples reproduce with a fresh onnxruntime session, within each graph's own tolerance
     from lugha.export.bundle_writer import read_golden
     from lugha.export.graph_runners import onnx_runner
