@@ -6,7 +6,7 @@ import sys
 
 from lugha.cli._common import user_path
 
-HELP = "Run a comparison experiment (fusion heads for multimodal classification)."
+HELP = "Run a comparison experiment: baselines, transfer, forgetting, fusion heads."
 DESCRIPTION = """Reproducible experiments on a dataset, each printing one comparison table (Markdown) or JSON.
 
   lugha experiments fusion --data datasets/demo/manifest.jsonl
@@ -28,7 +28,7 @@ runs; file size) and its fp32 parity against PyTorch. A per-language table follo
 Needs the model's weights (`lugha weights e5-small`); tower features are cached, so a rerun only
 trains the heads. On a 2-core CPU the default budget takes a few minutes after the first caching.
 """
-ACTIONS = ("fusion",)
+ACTIONS = ("baselines", "transfer", "forgetting", "fusion")
 
 
 def _langs(text: str) -> tuple[str, ...]:
@@ -59,6 +59,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(_run=run_fusion)
+    from lugha.cli.experiments_questions import configure_questions
+
+    configure_questions(sub)
 
 
 def run_fusion(args: argparse.Namespace) -> int:
