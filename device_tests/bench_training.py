@@ -6,7 +6,9 @@ same run (the machines are noisy: read the ratios). Towers are random-init at th
 weights, and the GPU machine cannot fetch them. A `real_loader` row feeds the compiled full fine-tune from
 the trainer's own data path (uint8 image cache, DataLoader workers, the kit tokenizer) on the demo images,
 to show the loader keeps up with synthetic inputs already on the GPU; `real_replay` cycles a few real batches
-kept on the GPU (real shapes and padding masks, no loader), which isolates the loader's own cost.
+kept on the GPU (real shapes and padding masks, no loader), which isolates the loader's own cost. `cache_loader`
+is issue #18's loader (``data.loader: cache``): whole batches gathered from the uint8 memmap on one thread,
+captions tokenised on it too, random crops and flips on the GPU; target >= 0.9 of synthetic.
 
     python device_tests/bench_training.py --json bench.json                     # synthetic inputs only
     python device_tests/bench_training.py --data DEMO/manifest.jsonl --json bench.json
@@ -28,7 +30,8 @@ import time
 from pathlib import Path
 
 # cheap rows first, then the compiled ones (a time limit cuts the last row, not the baseline)
-MODES = ("full_eager", "cached_features", "full_compiled", "real_replay", "real_loader", "frozen_towers")
+MODES = ("full_eager", "cached_features", "full_compiled", "cache_loader", "real_replay", "real_loader",
+         "frozen_towers")
 
 
 def bench_model_config(tiny: bool):
@@ -176,6 +179,29 @@ def real_batches(cfg, manifest: str, batch: int, workers: int, device, channels_
         epoch += 1
 
 
+def cache_batches(cfg, manifest: str, batch: int, device, channels_last: bool, tokenizer, cache_dir: str,
+                  augment: str = "crop_hflip"):
+    """The image-cache loader (``data.loader: cache``): each batch one ``np.take`` from the uint8 memmap into a
+    pinned buffer on a thread, which also tokenises the captions; crops and flips run on the device."""
+    from lugha.training.data import ImageStore, PairSet, batch_source, epoch_batches, pad_to_bucket, to_model_input
+
+    pairs = PairSet(manifest, "train")
+    store = ImageStore(pairs.image_paths, cfg.preprocess, cache_dir)
+    store.build(min(8, os.cpu_count() or 1), show_progress=False)
+
+    def captions(rows):
+        return pad_to_bucket(*tokenizer([pairs.texts[i] for i in rows]), tokenizer.pad_id)
+
+    epoch = 0
+    while True:
+        order = epoch_batches(pairs.langs, pairs.groups, batch, seed=0, epoch=epoch, balance_languages=True)
+        for pixels, _, ids, mask in batch_source(pairs, store, order, seed=0, epoch=epoch, augment=augment,
+                                                 loader="cache", device=device, prepare=captions):
+            yield (to_model_input(pixels, store.spec, device, channels_last),
+                   ids.to(device, non_blocking=True), mask.to(device, non_blocking=True))
+        epoch += 1
+
+
 def replayed(batches, n: int = 8):
     """The first ``n`` real batches, kept on the device and cycled: real shapes and padding masks (which
     pick different attention kernels than an all-ones mask) with no loader in the loop. real_loader over
@@ -202,7 +228,7 @@ def run(args, on_row=None) -> dict:
     size, batch = cfg.preprocess.size, args.batch
     rows: dict[str, dict] = {}
     modes = [m for m in args.modes.split(",") if m]
-    for needs_data in ("real_replay", "real_loader"):
+    for needs_data in ("real_replay", "real_loader", "cache_loader"):
         if needs_data in modes and not args.data:
             print(f"{needs_data}: skipped (no --data MANIFEST given)", file=sys.stderr)
             modes.remove(needs_data)
@@ -217,7 +243,9 @@ def run(args, on_row=None) -> dict:
             batches = cached_batches(model, batch, 1563, 24741, device)
         else:
             step = make_step(model, opt, autocast, compiled=tuned and not args.no_compile, towers_frozen=frozen)
-            if mode in ("real_loader", "real_replay"):
+            if mode == "cache_loader":
+                batches = cache_batches(cfg, args.data, batch, device, True, tokenizer, args.cache_dir)
+            elif mode in ("real_loader", "real_replay"):
                 batches = real_batches(cfg, args.data, batch, args.workers, device, True, tokenizer, args.cache_dir)
                 batches = replayed(batches) if mode == "real_replay" else batches
             else:
@@ -226,7 +254,7 @@ def run(args, on_row=None) -> dict:
         steps = args.steps * (20 if mode == "cached_features" else 1)  # head steps are ~1 ms: time more of them
         print(f"{mode}: {n_train:,} trainable parameters, timing {args.repeats} x {steps} steps ...", flush=True)
         # real captions vary in length: compile specialises, then goes dynamic; give it steps to settle
-        warmup = args.warmup * (3 if mode in ("real_loader", "real_replay") else 1)
+        warmup = args.warmup * (3 if mode in ("real_loader", "real_replay", "cache_loader") else 1)
         r = time_steps(step, batches, device, warmup, steps, args.repeats, batch)
         rows[mode] = {"trainable_params": n_train, **r}
         print(f"  {r['samples_per_s']:,.0f} samples/s  peak {r['peak_mem_gib']} GiB  (warm-up {r['warmup_s']} s)",
@@ -257,6 +285,9 @@ def summarise(rows: dict, cfg, tokenizer, args, device, precision: str) -> dict:
     if "real_loader" in rows and "full_compiled" in rows:
         ratios["real_loader_vs_synthetic"] = round(rows["real_loader"]["samples_per_s"]
                                                    / rows["full_compiled"]["samples_per_s"], 3)
+    if "cache_loader" in rows and "full_compiled" in rows:
+        ratios["cache_loader_vs_synthetic"] = round(rows["cache_loader"]["samples_per_s"]
+                                                    / rows["full_compiled"]["samples_per_s"], 3)
     if "real_loader" in rows and "real_replay" in rows:
         ratios["real_loader_vs_replayed_batches"] = round(rows["real_loader"]["samples_per_s"]
                                                           / rows["real_replay"]["samples_per_s"], 3)
@@ -267,6 +298,7 @@ def summarise(rows: dict, cfg, tokenizer, args, device, precision: str) -> dict:
             "torch": torch.__version__, "python": platform.python_version(), "cpu_count": os.cpu_count(),
             "loader_workers": args.workers, "rows": rows, "ratios": ratios,
             "targets": {"full_compiled_vs_eager": 1.5, "cached_vs_full_eager": 40, "real_loader_vs_synthetic": 0.9,
+                        "cache_loader_vs_synthetic": 0.9,
                         "real_loader_vs_replayed_batches": 0.9}}
 
 

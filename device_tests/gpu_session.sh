@@ -5,6 +5,10 @@
 #
 #   bash device_tests/gpu_session.sh [DEMO_MANIFEST]
 #
+# With a demo manifest (default datasets/demo/manifest.jsonl when present: carry datasets/demo) the training
+# benchmark also runs the loader rows: cache_loader (issue #18: image cache, crops/flips on the GPU) right after
+# full_compiled, its synthetic-input baseline; the report's cache_loader_vs_synthetic has target >= 0.9.
+#
 # Needs torch (CUDA), transformers, timm, numpy, pillow, tokenizers; no network. lugha itself is used from this
 # checkout: an editable install when pip can do it offline, else a path finder (what an editable install is).
 # LUGHA_HOME should hold tokenizers/e5-small/tokenizer.json (the XLM-R vocabulary the text tower needs).
@@ -13,6 +17,7 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 DATA=${1:-}
+[ -z "$DATA" ] && [ -f datasets/demo/manifest.jsonl ] && DATA=datasets/demo/manifest.jsonl
 TRAIN_LIMIT=${TRAIN_LIMIT:-330}
 INFER_LIMIT=${INFER_LIMIT:-150}
 

@@ -26,15 +26,15 @@ def test_training_benchmark_reports_every_mode_and_ratio(tmp_path, demo_small):
     report = json.loads(out.read_text())
     assert rc == 0 and report["precision"] == "fp32" and report["batch"] == 4
     rows = report["rows"]
-    assert set(rows) == {"full_eager", "cached_features", "full_compiled", "real_replay", "real_loader",
-                         "frozen_towers"}
+    assert set(rows) == {"full_eager", "cached_features", "full_compiled", "cache_loader", "real_replay",
+                         "real_loader", "frozen_towers"}
     assert all(r["samples_per_s"] > 0 and len(r["samples_per_s_runs"]) == 2 for r in rows.values())
     # frozen towers and cached features train only the projections (+ logit scale)
     assert rows["frozen_towers"]["trainable_params"] == rows["cached_features"]["trainable_params"] \
         < rows["full_eager"]["trainable_params"]
     assert rows["full_eager"]["x_full_eager"] == 1.0
     assert set(report["ratios"]) >= {"full_compiled_vs_eager", "cached_vs_full_eager", "real_loader_vs_synthetic",
-                                     "real_loader_vs_replayed_batches"}
+                                     "real_loader_vs_replayed_batches", "cache_loader_vs_synthetic"}
 
 
 @pytest.mark.slow
