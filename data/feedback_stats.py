@@ -127,8 +127,11 @@ def score_correlation(scores: Sequence[float], share_correct: Sequence[float], n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sp = stats.spearmanr(x, y)
-    low, high, undefined = _bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, n_boot, seed,
-                                      confidence, paired=True)
+    low = high = None
+    undefined = 0
+    if n_boot:
+        low, high, undefined = _bootstrap((x, y), lambda a, b: stats.spearmanr(a, b).statistic, n_boot, seed,
+                                          confidence, paired=True)
     out["spearman"] = {"rho": _num(sp.statistic), "p": _num(sp.pvalue, 6), "low": _num(low), "high": _num(high),
                        "undefined_resamples": undefined, "interval": "bootstrap percentile over items"}
     keep = y != 0.5
