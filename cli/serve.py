@@ -63,6 +63,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
                         help="photo storage for everyone in MB (default 4096)")
     parser.add_argument("--keep-free-mb", type=float, default=256.0,
                         help="free disk space photos never use, so judgments still save (default 256)")
+    parser.add_argument("--max-connections", type=int, default=400,
+                        help="open connections at most; more get 503 (default 400, within a Pi's 1024 open files)")
     parser.add_argument("--decode-slots", type=int, default=2,
                         help="photos decoded at once (default 2; each holds its pixels in memory)")
     parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
@@ -77,7 +79,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from lugha.errors import ConfigError
-    from lugha.runtimes.serve_app import FieldApp, make_server
+    from lugha.runtimes.serve_app import FieldApp, ServerLimits, make_server
     from lugha.runtimes.serve_db import FeedbackDB, UploadQuota
     from lugha.runtimes.serve_engine import FieldEngine
     from lugha.runtimes.serve_security import UploadPolicy, read_pin
@@ -85,8 +87,8 @@ def run(args: argparse.Namespace) -> int:
     if args.pin is not None:
         raise ConfigError("--pin", "a PIN on the command line is visible to every user in `ps`: put it in a file "
                                    "(--pin-file PATH) or in $LUGHA_SERVE_PIN")
-    if args.decode_slots < 1:
-        raise ConfigError("--decode-slots", "at least 1")
+    if args.decode_slots < 1 or args.max_connections < 1:
+        raise ConfigError("--decode-slots/--max-connections", "at least 1")
     pin = read_pin(args.pin_file)
     tls = _tls_files(args)
     from lugha.runtimes.signature import check_bundle_trust
@@ -104,7 +106,8 @@ def run(args: argparse.Namespace) -> int:
     app = FieldApp(engine, db, pin=pin, rate=args.rate_limit, burst=args.burst, policy=policy,
                    allowed_hosts=tuple(args.allow_host), tls=tls is not None, quiet=args.quiet,
                    ca_cert=tls.ca_cert if tls else None, decode_slots=args.decode_slots)
-    server = make_server(app, args.host, args.port, tls.cert if tls else None, tls.key if tls else None)
+    server = make_server(app, args.host, args.port, tls.cert if tls else None, tls.key if tls else None,
+                         limits=ServerLimits(max_connections=args.max_connections))
     host, port = server.server_address[:2]
     scheme = "https" if tls else "http"
     if tls is not None:

@@ -1,6 +1,8 @@
-"""The field app's request handler: routing, the checks every request passes (Host, path, rate limit;
-same-origin + CSRF for POSTs), static files from the allowlist, and the JSON API. State lives on the
-server's :class:`lugha.runtimes.serve_context.FieldApp`; the routes are listed in serve_app's docstring."""
+"""The field app's request logic, apart from any server: routing, the checks every request passes (Host,
+path, rate limit; same-origin + CSRF for POSTs), static files from the allowlist, and the JSON API. The
+ASGI layer (serve_app) reads the request into an :class:`Exchange`, runs :meth:`FieldHandler.respond`
+in a worker thread (the engine and SQLite block) and sends back the :class:`Reply`. State lives on the
+:class:`lugha.runtimes.serve_context.FieldApp`; the routes are listed in serve_app's docstring."""
 from __future__ import annotations
 
 import hashlib
@@ -8,27 +10,23 @@ import json
 import os
 import re
 import sys
+from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Mapping
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from lugha.errors import LughaError
 from lugha.runtimes.serve_db import StorageRefused
 from lugha.runtimes.serve_fields import MAX_CAPTION, feedback_row, json_object, text
 from lugha.runtimes.serve_security import (RequestRejected, check_request_type, check_same_origin, decode_upload,
-                             host_allowed, reencode)
+                                           host_allowed, reencode)
 
 if TYPE_CHECKING:  # pragma: no cover
     from lugha.runtimes.serve_context import FieldApp
 
 COOKIE = "lugha_sid"
 MAX_JSON = 64 * 1024
-# Files go out in chunks: socket.sendall's timeout bounds a whole call, so one write of a 120 MB text
-# graph to a phone on a slow hotspot died at `timeout` seconds mid-body (the phone saw a network error).
-# Each chunk now gets the full timeout, and a Pi never holds a whole graph in memory per download.
-CHUNK = 256 * 1024
 _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
           ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
           ".json": "application/json; charset=utf-8", ".wasm": "application/wasm", ".png": "image/png",
@@ -37,46 +35,62 @@ _TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=
 CSP = ("default-src 'self'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' blob: data:; "
        "connect-src 'self'; worker-src 'self' blob:; object-src 'none'; base-uri 'none'; frame-ancestors 'none'; "
        "form-action 'self'")
+_SECURITY_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY",
+                     "Content-Security-Policy": CSP}
 
 
-class FieldHandler(BaseHTTPRequestHandler):
-    server_version = "lugha-serve"
-    protocol_version = "HTTP/1.1"  # keep-alive: a phone reuses one connection over a slow hotspot
-    timeout = 30  # an idle kept-alive connection gives its thread back after 30 s
+@dataclass
+class Exchange:
+    """One request as the ASGI layer read it. ``body``: the bytes of a POST whose Content-Length was
+    within the server's cap (read whole), else None (unread: the handler refuses it from its header)."""
 
-    @property
-    def app(self) -> "FieldApp":
-        return self.server.app  # type: ignore[attr-defined]
+    method: str
+    target: str  # path and query, as sent
+    headers: Mapping[str, str]  # case-insensitive .get (Starlette's Headers)
+    client: str
+    bind: tuple[str, int]  # the address the server listens on, for the Host check
+    body: bytes | None = None
+
+
+@dataclass
+class Reply:
+    """What to answer: ``body`` bytes, or an open ``file`` of ``length`` bytes to stream (then closed)."""
+
+    status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes = b""
+    file: IO[bytes] | None = None
+
+
+class FieldHandler:
+    def __init__(self, app: "FieldApp", exchange: Exchange):
+        self.app, self.ex = app, exchange
+        self.headers, self.command, self.path = exchange.headers, exchange.method, exchange.target
+        self.reply: Reply | None = None
+
+    def respond(self) -> Reply:
+        if self.command in ("GET", "HEAD"):
+            self._dispatch(GET_ROUTES)
+        elif self.command == "POST":
+            self._dispatch(POST_ROUTES, post=True)
+        else:
+            self._error(405, f"method {self.command[:10]} not allowed", {"Allow": "GET, HEAD, POST"})
+        return self.reply  # type: ignore[return-value]
 
     # -- plumbing ------------------------------------------------------------------------------------
-    def log_message(self, fmt, *args) -> None:
-        if not self.app.quiet:
-            sys.stderr.write(f"[serve] {self.client_address[0]} {fmt % args}\n")
-
     def _send(self, status: int, body: bytes | Path, ctype: str, headers: dict | None = None) -> None:
-        """Answer with ``body``: bytes, or a file (a Path), streamed in CHUNK-sized writes."""
+        """Answer with ``body``: bytes, or a file (a Path) the ASGI layer streams in chunks."""
+        out = {"Content-Type": ctype, **_SECURITY_HEADERS, **(headers or {})}
         if isinstance(body, Path):
-            with body.open("rb") as f:  # the length of the file object sent, not of a second lookup of the path
-                return self._send_headers(status, os.fstat(f.fileno()).st_size, ctype, headers, f)
-        self._send_headers(status, len(body), ctype, headers)
-        if self.command != "HEAD":
-            self.wfile.write(body)
-
-    def _send_headers(self, status: int, length: int, ctype: str, headers: dict | None, file=None) -> None:
-        """The status line and headers; then ``file``'s bytes (unless HEAD), CHUNK at a time."""
-        self.send_response(status)
-        self.send_header("Content-Type", ctype)
-        self.send_header("Content-Length", str(length))
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Referrer-Policy", "same-origin")
-        self.send_header("X-Frame-Options", "DENY")
-        self.send_header("Content-Security-Policy", CSP)
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        if file is not None and self.command != "HEAD":
-            while chunk := file.read(CHUNK):
-                self.wfile.write(chunk)
+            f = body.open("rb")  # the length of the file object sent, not of a second lookup of the path
+            out["Content-Length"] = str(os.fstat(f.fileno()).st_size)
+            if self.command == "HEAD":
+                f.close()
+                f = None
+            self.reply = Reply(status, out, file=f)
+            return
+        out["Content-Length"] = str(len(body))
+        self.reply = Reply(status, out, body=b"" if self.command == "HEAD" else body)
 
     def _json(self, obj, status: int = 200, headers: dict | None = None) -> None:
         body = json.dumps(obj, ensure_ascii=False).encode()
@@ -86,7 +100,7 @@ class FieldHandler(BaseHTTPRequestHandler):
         self._json({"error": message}, status, headers)
 
     def _client(self) -> str:
-        return self.client_address[0]
+        return self.ex.client
 
     def _session(self) -> str | None:
         raw = self.headers.get("Cookie")
@@ -103,10 +117,9 @@ class FieldHandler(BaseHTTPRequestHandler):
         length = self.headers.get("Content-Length")
         if length is None or not length.isdigit():
             raise RequestRejected(411, "Content-Length required")
-        if int(length) > limit:
-            self.close_connection = True  # do not read (or wait for) an oversized body
+        if int(length) > limit or self.ex.body is None:  # never read (or waited for): refused from its header
             raise RequestRejected(413, f"request body is {int(length)} bytes; the limit is {limit}")
-        return self.rfile.read(int(length))
+        return self.ex.body
 
     def _json_body(self) -> dict:
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()
@@ -115,20 +128,10 @@ class FieldHandler(BaseHTTPRequestHandler):
         return json_object(self._body(MAX_JSON))
 
     # -- dispatch ------------------------------------------------------------------------------------
-    def do_GET(self) -> None:
-        self._dispatch(GET_ROUTES)
-
-    def do_HEAD(self) -> None:
-        self._dispatch(GET_ROUTES)
-
-    def do_POST(self) -> None:
-        self._dispatch(POST_ROUTES, post=True)
-
     def _dispatch(self, routes, post: bool = False) -> None:
         app = self.app
         try:
-            if not host_allowed(self.headers.get("Host"), self.server.server_address[0],  # type: ignore
-                                self.server.server_address[1], app.allowed_hosts):  # type: ignore
+            if not host_allowed(self.headers.get("Host"), self.ex.bind[0], self.ex.bind[1], app.allowed_hosts):
                 raise RequestRejected(421, f"Host {self.headers.get('Host')!r} is not this server; "
                                            "use the address it was started on (or --allow-host)")
             url = urlsplit(self.path)
@@ -157,8 +160,6 @@ class FieldHandler(BaseHTTPRequestHandler):
             return self._error(e.status, str(e))
         except LughaError as e:  # a bad language, no gallery, no label pack...: the request's fault, said plainly
             return self._error(400, str(e))
-        except (BrokenPipeError, ConnectionResetError):
-            self.close_connection = True
         except Exception as e:  # never a traceback to the phone; the operator sees it on the terminal
             sys.stderr.write(f"[serve] error on {self.command} {self.path}: {type(e).__name__}: {e}\n")
             return self._error(500, "internal error (see the server's terminal)")
@@ -180,10 +181,7 @@ class FieldHandler(BaseHTTPRequestHandler):
             etag, body = f'"{st.st_size:x}-{st.st_mtime_ns:x}"', None
         headers["ETag"] = etag
         if self.headers.get("If-None-Match") == etag:
-            self.send_response(304)
-            self.send_header("ETag", etag)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+            self.reply = Reply(304, {"ETag": etag, "Content-Length": "0"})
             return
         self._send(200, file if body is None else body, _TYPES.get(file.suffix, "application/octet-stream"), headers)
 
@@ -367,4 +365,4 @@ POST_ROUTES = [(re.compile(p), f) for p, f in (
     (r"/api/admin/photo/([0-9a-f]{64})", FieldHandler.post_admin_photo))]
 
 
-__all__ = ["FieldHandler", "GET_ROUTES", "POST_ROUTES", "CSP", "COOKIE"]
+__all__ = ["FieldHandler", "Exchange", "Reply", "GET_ROUTES", "POST_ROUTES", "CSP", "COOKIE"]

