@@ -134,7 +134,8 @@ def percentiles(ms: list[float]) -> dict:
             "p99_ms": round(float(np.percentile(a, 99)), 2), "max_ms": round(float(a.max()), 2)}
 
 
-def run_load(base: str, clients: int, requests: int, time_cap: float, lang: str, timeout: float) -> dict:
+def run_load(base: str, clients: int, requests: int, time_cap: float, lang: str, timeout: float,
+             keep_latencies: bool = False) -> dict:
     _check_loopback(base)
     photos = [_png(i) for i in range(4)]
     lat: dict[str, list[float]] = {k: [] for k in MIX}
@@ -180,7 +181,8 @@ def run_load(base: str, clients: int, requests: int, time_cap: float, lang: str,
             "ok": done, "errors": sum(errors.values()), "error_kinds": errors,
             "throughput_rps": round(done / wall, 1) if wall else None, "capped": wall >= time_cap,
             "all": percentiles([x for v in lat.values() for x in v]),
-            "endpoints": {k: percentiles(v) for k, v in lat.items()}}
+            "endpoints": {k: percentiles(v) for k, v in lat.items()},
+            **({"latencies_ms": lat} if keep_latencies else {})}
 
 
 def main(argv=None) -> int:
