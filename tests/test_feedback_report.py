@@ -143,3 +143,23 @@ def test_cli_writes_json_html_and_card(study, tmp_path, capsys):
     assert printed["totals"]["judgments"] == 48 and printed["agreement"]["correct"]["by_lang"][0]["low"] is None
     with pytest.raises(SystemExit):
         main(["feedback", "report", str(db), "--ci", "normal"])
+
+
+def test_readme_table_is_the_committed_simulation():
+    """Each row of the README's Human judgment table is benchmarks/human_judgment_sim.json's."""
+    repo = Path(__file__).resolve().parents[1]
+    sim = json.loads((repo / "benchmarks" / "human_judgment_sim.json").read_text())
+    assert sim["simulated"] is True
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Human judgment", 1)[1].split("\n## ", 1)[0]
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    for r in sim["by_lang"]:
+        lang = "all" if r["lang"] == ALL else r["lang"]
+        truly = sim["truth"]["items_right_by_lang"].get(r["lang"], sim["truth"]["items_right"])
+        row = (f"| {lang} | {pct(truly)} | {pct(r['accuracy'])} [{pct(r['low'])}, {pct(r['high'])}] | "
+               f"{r['alpha']:.2f} [{r['alpha_low']:.2f}, {r['alpha_high']:.2f}] | {r['spearman']:+.2f} "
+               f"[{r['spearman_low']:+.2f}, {r['spearman_high']:+.2f}], p = {r['spearman_p']:.2g} |")
+        assert row in section, row
+    assert f"near {sim['truth']['expected_alpha_correct']}" in section
+    assert f"{sim['failure_modes']} items were judged correct but inappropriate" in section
+    assert f"{sim['failure_modes_by_majority']} by a majority" in section
