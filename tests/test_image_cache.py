@@ -156,6 +156,19 @@ def test_cache_loader_prepares_on_its_thread_and_reports_failures(tmp_path):
         ImageStore(pairs.image_paths, SPEC, use_cache=False).array()
 
 
+def test_reused_buffers_never_overwrite_a_batch_in_use(tmp_path):
+    """The ring (pinned on CUDA) with one batch of prefetch: every buffer is reused many times over, and
+    the batches, all held at once, are still the fresh-array path's."""
+    pairs = dataset(tmp_path, n=9)
+    store = built(pairs, tmp_path / "cache")
+    order = epoch_batches(pairs.langs, pairs.groups, 3, seed=1, epoch=0, unique_groups=False)
+    assert len(order) >= 5
+    fresh = list(CachedBatches(store, pairs.image_index, order, ring=False))
+    reused = list(CachedBatches(store, pairs.image_index, order, prefetch=1, ring=True))
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(fresh, reused))
+    assert len({x.data_ptr() for x, _ in reused}) == len(reused)  # each batch its own tensor, not a buffer view
+
+
 def test_loader_workers_default_is_todays_loader(tmp_path):
     """batch_source(loader="workers") is the trainer's previous make_loader call: same seeds, same bytes."""
     pairs = dataset(tmp_path, n=6)

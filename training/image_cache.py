@@ -164,29 +164,33 @@ class CachedBatches:
     ``image_index[row]`` is the row's image in ``store``. ``flip`` (``[rows]`` bools) and ``boxes``
     (``[rows, 4]``, :func:`~lugha.training.transforms.crop_boxes`) are this epoch's augmentation, applied
     on ``device``. ``prepare(rows)`` runs on the loader thread too (tokenising the captions, say) and its
-    result tuple is appended to each batch. ``prefetch`` batches are gathered ahead."""
+    result tuple is appended to each batch. ``prefetch`` batches are gathered ahead. ``ring``: gather into
+    ``prefetch + 1`` reused (on CUDA pinned) buffers, each handed back once its copy is done; default on for
+    CUDA, where the copy is DMA; on a CPU device a fresh array per batch is the cheaper copy."""
 
     def __init__(self, store: ImageStore, image_index: np.ndarray, batches: Sequence[Sequence[int]], device=None,
                  flip: np.ndarray | None = None, boxes: np.ndarray | None = None, prefetch: int = 4,
-                 prepare: Callable[[list[int]], tuple] | None = None):
+                 prepare: Callable[[list[int]], tuple] | None = None, ring: bool | None = None):
         import torch
 
         self.array = store.array()
         self.image_index, self.batches = np.asarray(image_index, dtype=np.int64), [list(b) for b in batches]
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.flip, self.boxes, self.prefetch, self.prepare = flip, boxes, max(1, prefetch), prepare
+        self.use_ring = self.device.type == "cuda" if ring is None else ring
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def _ring(self):
-        """Pinned host buffers the gathers write into (CUDA only; each is reused once its copy is done)."""
+        """Host buffers the gathers write into (pinned for CUDA), each reused once its copy is done."""
         import torch
 
-        if self.device.type != "cuda" or not self.batches:
+        if not self.use_ring or not self.batches:
             return None
         shape = (max(len(b) for b in self.batches), *self.array.shape[1:])
-        return [torch.empty(shape, dtype=torch.uint8).pin_memory() for _ in range(self.prefetch + 1)]
+        pin = self.device.type == "cuda"
+        return [torch.empty(shape, dtype=torch.uint8, pin_memory=pin) for _ in range(self.prefetch + 1)]
 
     def _produce(self, out: queue.Queue, free: queue.Queue, ring, stop: threading.Event) -> None:
         import torch
@@ -239,11 +243,14 @@ class CachedBatches:
                 if isinstance(item, BaseException):
                     raise item
                 pixels, slot, rows, extra = item
-                if slot is not None:
+                if slot is not None and self.device.type == "cuda":
                     pixels = pixels.to(self.device, non_blocking=True)
                     done = torch.cuda.Event()
                     done.record()
                     free.put((slot, done))
+                elif slot is not None:  # a ring on a CPU device: the copy is synchronous
+                    pixels = pixels.clone()
+                    free.put((slot, None))
                 else:
                     pixels = pixels.to(self.device)
                 rows_t = torch.tensor(rows, dtype=torch.int64)

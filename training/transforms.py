@@ -160,7 +160,8 @@ def augment_on_device(pixels, boxes=None, flip=None):
     grid = F.affine_grid(theta, [n, 3, h, w], align_corners=False)
     out = F.grid_sample(pixels.permute(0, 3, 1, 2).float(), grid, mode="bilinear", padding_mode="border",
                         align_corners=False)
-    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    # NHWC memory again: to_model_input's permute then yields channels_last input, as for uncropped batches
+    return out.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 __all__ = ["eval_transform", "train_transform", "ToRGB", "PadToSquare", "crop_boxes", "augment_on_device"]
