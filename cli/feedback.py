@@ -74,6 +74,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
     rep.add_argument("--scores", type=user_path_obj, default=None, metavar="FILE",
                      help="automatic score per item (CSV or JSONL: mode,lang,query,result,score); "
                           "default: the score the served model gave, from the database")
+    rep.add_argument("--plan", type=user_path_obj, default=None, metavar="PLAN.json",
+                     help="the study plan (`lugha feedback plan --out`): also report which items still lack judges")
     rep.add_argument("--json", nargs="?", const="-", default=None, type=user_path, metavar="OUT",
                      help="the report as JSON: to OUT, or to stdout when OUT is left out")
     rep.add_argument("--html", type=user_path_obj, default=None, metavar="OUT", help="an HTML page with plots")
@@ -132,7 +134,8 @@ def run_report(args: argparse.Namespace) -> int:
     manifest = load_bundle_manifest(args.bundle, verify=False) if args.bundle else None
     vs_bundle = feedback_report(db, manifest, args.precision)
     # the human-vs-bundle table keeps its top-level keys (rows, metrics_from, total); the study adds its own
-    report = {**vs_bundle, **fr.build_report(db, args.scores, args.ci, args.bootstrap, args.seed)}
+    plan = _read_plan(args.plan) if args.plan else None
+    report = {**vs_bundle, **fr.build_report(db, args.scores, args.ci, args.bootstrap, args.seed, plan)}
     json_out = None if args.json in (None, "-") else Path(args.json)
     written = fr.write_outputs(report, json_out, args.html, args.model_card)
     if args.json == "-":
@@ -154,9 +157,28 @@ def run_report(args: argparse.Namespace) -> int:
     print(f"\n{len(report['failure_modes'])} item(s) judged correct but culturally inappropriate"
           + ("".join(f"\n  {m['lang']} {m['mode']} {m['query'][:24]} -> {m['result']} "
                      f"({m['correct_but_inappropriate']}/{m['judgments']})" for m in report["failure_modes"][:10])))
+    if plan:
+        pp = report["plan_progress"]
+        print(f"\nplan: {pp['items_complete']} of {pp['plan_items']} items judged by {pp['judges_per_item']}+ testers; "
+              f"{pp['items_unjudged']} not judged yet; {pp['judgments_off_plan']} judgment(s) of unplanned queries")
     for path in written:
         print(f"wrote {path}")
     return 0
+
+
+def _read_plan(path: Path) -> dict:
+    import json
+
+    from lugha.data.study_plan import SCHEMA
+    from lugha.errors import DataError
+
+    try:
+        plan = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        raise DataError(f"{path}: not a readable study plan ({e})") from None
+    if plan.get("schema") != SCHEMA:
+        raise DataError(f"{path}: schema {plan.get('schema')!r}, expected {SCHEMA!r} (write it with `lugha feedback plan --out`)")
+    return plan
 
 
 def run_plan(args: argparse.Namespace) -> int:

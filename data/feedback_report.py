@@ -111,9 +111,31 @@ def _failure_modes(judgments: list[Judgment]) -> list[dict[str, Any]]:
     return sorted(out, key=lambda r: (-r["correct_but_inappropriate"], r["lang"], r["item"]))
 
 
+def plan_progress(plan: dict[str, Any], judgments: list[Judgment]) -> dict[str, Any]:
+    """How far a study got against its plan (``lugha feedback plan``): per planned item, how many different
+    testers judged its query (the photo's SHA-256 or the typed text, in its language), and which items still
+    lack judges. Judgments of queries the plan does not name are counted apart."""
+    seen: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for j in judgments:
+        seen[(j.mode, j.lang, j.query)].add(j.tester)
+    planned = set()
+    rows = []
+    for item in plan["items"]:
+        key = (item["mode"], item["lang"], item["image_sha256"] if item["mode"] == "image" else item["text"])
+        planned.add(key)
+        rows.append({"item": item["item"], "lang": item["lang"], "planned": len(item["testers"]),
+                     "judged_by": len(seen.get(key, ()))})
+    short = [r for r in rows if r["judged_by"] < plan["judges_per_item"]]
+    return {"plan_items": len(rows), "judges_per_item": plan["judges_per_item"],
+            "items_complete": len(rows) - len(short), "items_short": [r["item"] for r in short],
+            "items_unjudged": sum(r["judged_by"] == 0 for r in rows),
+            "judgments_off_plan": sum(1 for j in judgments if (j.mode, j.lang, j.query) not in planned)}
+
+
 def build_report(db: str | os.PathLike, scores: str | os.PathLike | None = None, ci_method: str = "wilson",
-                 n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """The study report as one JSON-ready dict (schema ``lugha.feedback_report/1``, README "Human judgment")."""
+                 n_boot: int = 1000, seed: int = 0, plan: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The study report as one JSON-ready dict (schema ``lugha.feedback_report/1``, README "Human judgment");
+    with ``plan`` (a ``lugha.study_plan/1`` dict) also ``plan_progress``."""
     judgments = read_judgments(db)
     score_map = read_scores(scores) if scores else None
     items = _items(judgments, score_map)
@@ -130,6 +152,7 @@ def build_report(db: str | os.PathLike, scores: str | os.PathLike | None = None,
         "correlation": _correlation(items, n_boot, seed),
         "failure_modes": _failure_modes(judgments),
         "items": items,
+        **({"plan_progress": plan_progress(plan, judgments)} if plan else {}),
     }
 
 
@@ -223,4 +246,4 @@ def flat(rows: Iterable[dict]) -> list[dict]:
     return out
 
 
-__all__ = ["build_report", "model_card_section", "write_outputs", "flat", "SCHEMA", "ALL"]
+__all__ = ["build_report", "plan_progress", "model_card_section", "write_outputs", "flat", "SCHEMA", "ALL"]

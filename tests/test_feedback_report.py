@@ -163,3 +163,23 @@ def test_readme_table_is_the_committed_simulation():
     assert f"near {sim['truth']['expected_alpha_correct']}" in section
     assert f"{sim['failure_modes']} items were judged correct but inappropriate" in section
     assert f"{sim['failure_modes_by_majority']} by a majority" in section
+
+
+def test_plan_progress_counts_judges_per_planned_item(study, tmp_path, capsys):
+    from lugha.cli import main
+
+    plan, rows, truth, db = study
+    done = build_report(db, n_boot=0, plan=plan)["plan_progress"]
+    assert done == {"plan_items": 16, "judges_per_item": 3, "items_complete": 16, "items_short": [],
+                    "items_unjudged": 0, "judgments_off_plan": 0}
+    # one tester has not started yet: exactly that tester's items fall short
+    late = plan["testers"][0]
+    partial = write_study(tmp_path / "partial.sqlite", plan, [r for r in rows if r["session"] != f"sim-{late['tester']}"])
+    progress = build_report(partial, n_boot=0, plan=plan)["plan_progress"]
+    assert sorted(progress["items_short"]) == sorted(late["items"]) and progress["items_unjudged"] == 0
+    (tmp_path / "plan.json").write_text(json.dumps(plan))
+    assert main(["feedback", "report", str(partial), "--plan", str(tmp_path / "plan.json"), "--bootstrap", "0"]) == 0
+    assert f"plan: {16 - len(late['items'])} of 16 items judged by 3+ testers" in capsys.readouterr().out
+    (tmp_path / "bad.json").write_text("{}")
+    assert main(["feedback", "report", str(partial), "--plan", str(tmp_path / "bad.json")]) != 0
+    assert "expected 'lugha.study_plan/1'" in capsys.readouterr().err
