@@ -94,7 +94,7 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
                   "expected": _f32(preprocess_image(png, spec))} for name, spec in specs.items()]
         cases.append({"name": "exif_jpeg", "image": "jpg", "spec": to_dict(specs["bilinear224"]),
                       "expected": _f32(preprocess_image(jpg, specs["bilinear224"]))})
-        case = {"base": base, "chromium": CHROMIUM, "lang": "sw", "expect_tab_photo": sw["tab_photo"],
+        case = {"base": base, "chromium": CHROMIUM, "lang": "sw", "pin": "4821", "expect_tab_photo": sw["tab_photo"],
                 "photo_png": str(png), "photo_jpg": str(jpg), "query": "paka mdogo", "better_caption": "paka mweusi",
                 "pixel_cases": cases, "server_embedding": [float(x) for x in server_emb], "server_text": server_text,
                 "out": str(tmp_path / "flows.out.json"), "screenshot": str(shots / "lugha-serve-main.png"),
@@ -114,6 +114,9 @@ def test_field_app_in_a_real_browser(field_bundle, tmp_path):  # noqa: F811
     assert (rows[photo_fb]["correct"], rows[photo_fb]["appropriate"], rows[photo_fb]["tester_lang"]) == (0, 1, "sw")
     assert rows[photo_fb]["result"] == server_top[0] and rows[photo_fb]["lang"] == "sw"
     assert rows[text_fb]["mode"] == "text" and rows[text_fb]["correct"] == 1 and rows[text_fb]["query_text"] == "paka mdogo"
+    # the admin page showed both judgments for review, the photo with its caption, and the approval is stored
+    assert out["review_items"] == 2 and out["review_photo_width"] == 53
+    assert rows[photo_fb]["review"] == 1 and rows[text_fb]["review"] is None
     # JS pre-processing is lugha.preprocess: identical tensors on lossless input, close on a JPEG
     for name, r in out["pixels"].items():
         if r["image"] == "png":

@@ -155,6 +155,22 @@ async function main() {
     out.phone_ui_text = online.ids;
     out.phone_ui_text_where = online.where;
     step('text_phone', online);
+    // the operator's review in /admin: the photo's better caption shown with the photo, then approved
+    const admin = await context.newPage();
+    await admin.goto(`${cfg.base}/admin`);
+    await admin.fill('#pin', cfg.pin);
+    await admin.click('#review-load');
+    await admin.waitForSelector('#review-list li');
+    const item = admin.locator('#review-list li', { hasText: cfg.better_caption });
+    await item.locator('img').waitFor();
+    await admin.waitForFunction(() => [...document.querySelectorAll('#review-list img')].every((i) => i.complete && i.naturalWidth > 0));
+    out.review_photo_width = await item.locator('img').evaluate((img) => img.naturalWidth);
+    out.review_items = await admin.$$eval('#review-list li', (els) => els.length);
+    await item.locator('button', { hasText: 'Approve' }).click();
+    await admin.waitForFunction((c) => ![...document.querySelectorAll('#review-list li')].some((li) => li.textContent.includes(c)),
+      cfg.better_caption);
+    step('admin_review', { items: out.review_items, photo_width: out.review_photo_width });
+    await admin.close();
     await page.click('[data-tab=photo]');
     await context.setOffline(true);
     await page.reload();
