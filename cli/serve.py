@@ -27,6 +27,10 @@ certificate for --host (and --allow-host names) beside the database (field.sqlit
 on restart, and prints the CA's SHA-256 fingerprint: on each phone open https://HOST:PORT/ca.crt, check
 the fingerprint, install it (Android: Settings > Security > Install a certificate > CA certificate).
 
+Photos have quotas (per tester, in total, and free disk space kept for judgments); a refused photo is
+said so, and the labels still come back. Nothing a tester typed becomes training data until it is
+approved in /admin (`lugha feedback export` takes only approved judgments unless --unreviewed).
+
 The admin PIN is read from --pin-file or $LUGHA_SERVE_PIN, never from the command line (every user of
 the machine sees arguments in `ps`). Over plain http the PIN crosses the hotspot in clear: anyone on it
 can read it; use https (--self-signed) when admin is on.

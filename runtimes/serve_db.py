@@ -118,6 +118,7 @@ class FeedbackDB:
                 for table, column, decl in _ADDED_COLUMNS:
                     if column not in {r[1] for r in self._conn.execute(f"PRAGMA table_info({table})")}:
                         self._conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+                self._backfill_sizes()
         except sqlite3.DatabaseError as e:
             raise DataError(f"{self.path}: not a feedback database ({e})") from None
         if mode.lower() != "wal":  # e.g. a network filesystem: say so rather than silently lose durability
@@ -125,6 +126,15 @@ class FeedbackDB:
         version = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0]
         if int(version) != SCHEMA_VERSION:
             raise DataError(f"{self.path}: feedback schema {version}, this lugha reads {SCHEMA_VERSION}")
+
+    def _backfill_sizes(self) -> None:
+        """Photos stored before uploads.bytes existed count against the quotas at their size on disk."""
+        for sha, name in self._conn.execute("SELECT sha256, file FROM uploads WHERE bytes IS NULL").fetchall():
+            try:
+                size = (self.uploads_dir / name).stat().st_size
+            except OSError:
+                size = 0
+            self._conn.execute("UPDATE uploads SET bytes=? WHERE sha256=?", (size, sha))
 
     @classmethod
     def open_existing(cls, path: str | os.PathLike) -> "FeedbackDB":

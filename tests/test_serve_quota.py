@@ -43,3 +43,35 @@ def test_quotas_refuse_photos_and_the_server_keeps_serving(field_bundle, tmp_pat
         assert status == 507 and "disk is nearly full" in out["error"]
         assert c.request("GET", "/api/config")[0] == 200
         assert app.db.upload_usage()[0] == 3 and len(list(app.db.uploads_dir.iterdir())) == 3  # nothing half-kept
+
+
+def test_a_database_from_before_the_quotas_is_upgraded_in_place(tmp_path):
+    import sqlite3
+
+    from lugha.runtimes.serve_db import FeedbackDB
+
+    path = tmp_path / "old.sqlite"
+    conn = sqlite3.connect(path)  # the schema lugha wrote before uploads.bytes and the review columns
+    conn.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE consent (session TEXT PRIMARY KEY, tester_lang TEXT NOT NULL, consent_version INTEGER NOT NULL,
+                              created REAL NOT NULL);
+        CREATE TABLE uploads (sha256 TEXT PRIMARY KEY, file TEXT NOT NULL, width INTEGER, height INTEGER, session TEXT,
+                              created REAL NOT NULL);
+        CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, created REAL NOT NULL, session TEXT NOT NULL,
+            tester_lang TEXT NOT NULL, mode TEXT NOT NULL, lang TEXT NOT NULL, query_text TEXT, query_image TEXT,
+            result TEXT NOT NULL, result_image TEXT, rank INTEGER, score REAL, correct INTEGER, appropriate INTEGER,
+            better_caption TEXT, model TEXT, precision TEXT, backend TEXT, on_phone INTEGER NOT NULL DEFAULT 0);
+        INSERT INTO consent VALUES ('s1', 'sw', 1, 0);
+        INSERT INTO uploads VALUES ('ab', 'ab.png', 1, 1, 's1', 0);
+        INSERT INTO feedback (created, session, tester_lang, mode, lang, result, better_caption)
+            VALUES (0, 's1', 'sw', 'image', 'sw', 'paka', 'paka mweusi');
+    """)
+    conn.close()
+    (tmp_path / "old.uploads").mkdir()
+    (tmp_path / "old.uploads" / "ab.png").write_bytes(b"x" * 1234)
+    with FeedbackDB(path) as db:
+        assert db.upload_usage("s1") == (1, 1234)  # counted at its size on disk
+        assert [r["id"] for r in db.review_queue()] == [1] and db.set_review([1], True) == 1
+        assert next(db.feedback_rows())["review"] == 1
