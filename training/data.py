@@ -25,7 +25,7 @@ from lugha.records import Record, read_manifest
 from lugha.errors import ConfigError, DataError
 from lugha.preprocess import PreprocessSpec, normalize
 
-from lugha.training.image_cache import CachedBatches, ImageStore, decode_resized  # noqa: F401 - the data path's API
+from lugha.training.image_cache import CachedBatches, ImageStore  # ImageStore: long imported from here
 from lugha.training.transforms import crop_boxes
 
 
