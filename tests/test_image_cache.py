@@ -85,6 +85,26 @@ def test_cache_key_follows_image_bytes_and_size_not_timestamps(tmp_path):
     assert renorm.cache_path == changed.cache_path
 
 
+def test_cache_key_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
+    from lugha.training import image_cache
+
+    pairs = dataset(tmp_path, n=4)
+    key = built(pairs, tmp_path / "cache").key()
+    assert len(list((tmp_path / "cache" / "images" / "keys").iterdir())) == 1
+
+    def unread(path):
+        raise AssertionError(f"{path} hashed again")
+
+    monkeypatch.setattr(image_cache, "_file_digest", unread)
+    assert ImageStore(pairs.image_paths, SPEC, tmp_path / "cache").key() == key  # stat unchanged: no reading
+    st = os.stat(pairs.image_paths[1])
+    os.utime(pairs.image_paths[1], ns=(st.st_atime_ns, st.st_mtime_ns))  # same mtime, but a new ctime
+    with pytest.raises(AssertionError, match="hashed again"):
+        ImageStore(pairs.image_paths, SPEC, tmp_path / "cache")
+    with pytest.raises(AssertionError, match="hashed again"):  # no memo without a cache folder
+        ImageStore(pairs.image_paths, SPEC, use_cache=False).key()
+
+
 def test_crop_boxes_are_seeded_and_inside_the_image():
     a, b = crop_boxes(0, 3, 500), crop_boxes(0, 3, 500)
     assert np.array_equal(a, b) and not np.array_equal(a, crop_boxes(0, 4, 500))

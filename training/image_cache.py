@@ -4,7 +4,9 @@ The FFCV / DALI idea with nothing but numpy. :class:`ImageStore` holds the resiz
 pixels of a dataset's distinct images in one ``.npy`` file, made once per dataset and preprocessing spec.
 Its key is a SHA-256 over every image's *bytes* and the spec's geometric fields (size, resize rule,
 crop_pct, interpolation, fill), so an edited image or another size is another file, never a stale hit,
-while a copied or re-timestamped dataset still hits. Normalisation (mean/std, layout) is not in the key:
+while a copied or re-timestamped dataset still hits. Reading every byte at each run start would cost
+minutes on a large corpus, so the key is remembered against the files' stat fingerprint (path, size,
+inode, mtime and ctime: no write, and no utime, leaves ctime as it was) and re-hashed when any changes. Normalisation (mean/std, layout) is not in the key:
 it happens on the device, after the cache.
 
 :class:`CachedBatches` is the loader that keeps a GPU fed: one background thread gathers each batch's
@@ -67,6 +69,18 @@ def content_key(paths: Sequence[str], spec: PreprocessSpec, threads: int = 8) ->
     return f"{h.hexdigest()[:20]}-{spec.size}"
 
 
+def stat_fingerprint(paths: Sequence[str]) -> str:
+    """A digest of every file's (path, size, inode, mtime, ctime): changes whenever any file's bytes may have."""
+    h = hashlib.sha256()
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError as e:
+            raise DataError(f"{p}: cannot read image ({e})") from None
+        h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_ino}\0{st.st_mtime_ns}\0{st.st_ctime_ns}\0".encode())
+    return h.hexdigest()
+
+
 class _Decode:
     """Map-style dataset of resized images (the workers of :meth:`ImageStore.build`)."""
 
@@ -93,15 +107,29 @@ class ImageStore:
         self.paths, self.spec = list(paths), dataclasses.replace(spec, layout="NCHW", dtype="float32")
         self._key: str | None = None
         self.cache_path: Path | None = None
-        if use_cache:
-            folder = Path(cache_dir) if cache_dir else lugha_home() / "cache"
-            self.cache_path = folder / "images" / f"images-{self.key()}.npy"
+        self._folder = (Path(cache_dir) if cache_dir else lugha_home() / "cache") if use_cache else None
+        if self._folder is not None:
+            self.cache_path = self._folder / "images" / f"images-{self.key()}.npy"
         self._array: np.ndarray | None = None
 
     def key(self) -> str:
-        """:func:`content_key` of the images and spec (computed once per store)."""
-        if self._key is None:
-            self._key = content_key(self.paths, self.spec)
+        """:func:`content_key` of the images and spec: once per store, and read back from
+        ``<cache_dir>/images/keys/`` while the files' :func:`stat_fingerprint` is unchanged."""
+        if self._key is not None:
+            return self._key
+        memo = None
+        if self._folder is not None:
+            fp = hashlib.sha256(f"{stat_fingerprint(self.paths)}\0{self.spec}".encode()).hexdigest()[:32]
+            memo = self._folder / "images" / "keys" / f"{fp}.txt"
+            if memo.is_file():
+                self._key = memo.read_text(encoding="utf-8").strip()
+                return self._key
+        self._key = content_key(self.paths, self.spec)
+        if memo is not None:
+            memo.parent.mkdir(parents=True, exist_ok=True)
+            tmp = memo.with_name(f".{memo.stem}.{os.getpid()}.tmp")
+            tmp.write_text(self._key + "\n", encoding="utf-8")
+            os.replace(tmp, memo)
         return self._key
 
     def build(self, num_workers: int = 0, show_progress: bool = True, rank: int = 0,
