@@ -130,7 +130,8 @@ def run_report(args: argparse.Namespace) -> int:
 
     db = args.db_path or args.db
     if db is None:
-        raise ConfigError("feedback report", "name the database: lugha feedback report field.sqlite")
+        raise ConfigError("feedback report", "name the database first: lugha feedback report field.sqlite --json "
+                                             "(--json takes an optional file name, so a DB after it is read as that)")
     manifest = load_bundle_manifest(args.bundle, verify=False) if args.bundle else None
     vs_bundle = feedback_report(db, manifest, args.precision)
     # the human-vs-bundle table keeps its top-level keys (rows, metrics_from, total); the study adds its own
