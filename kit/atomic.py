@@ -30,6 +30,9 @@ FULL_ERRNOS = {errno.ENOSPC, errno.EFBIG} | ({errno.EDQUOT} if hasattr(errno, "E
 class DiskFullError(LughaError, OSError):
     """A write failed for lack of space (or a size limit); the target was left as it was."""
 
+    def __str__(self) -> str:  # the sentence alone, without OSError's "[Errno 28]"
+        return str(self.strerror)
+
 
 def temp_name(path: str | os.PathLike) -> Path:
     """A fresh temporary name beside ``path``: hidden, unique per call, ending ``.tmp``."""
