@@ -213,3 +213,47 @@ sys.exit(main({json.dumps(EXPORT)} + [{str(run)!r}, "--out", OUT, "--overwrite"]
     recover_dir(out)  # what the next export (or replace_dir) does first
     assert _manifest_bytes(out) == before
     assert not list(tmp_path.glob(".bundle.old-*"))
+
+
+# --- what every write-then-rename does ---------------------------------------------------------------------
+
+def test_every_rename_is_fsynced_file_and_folder_with_a_unique_temp_name(tmp_path, monkeypatch):
+    """records, check outputs and bundle manifests: the bytes and the folder entry reach the card before
+    the rename counts (else a power cut can leave the new name on an empty file)."""
+    import stat as st
+
+    import bad_images as bi
+    from lugha.data.check import CheckOptions, check_manifest
+    from lugha.manifest import read_manifest_json, write_manifest as write_bundle_manifest
+    from lugha.records import Record, write_manifest
+    from test_runtimes_bundle import make_tiny_bundle
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def spy(fd):
+        synced.append("dir" if st.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    names: list[str] = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: names.append(Path(src).name) or real_replace(src, dst))
+    write_manifest(tmp_path / "m.jsonl", [Record(id="a", image="a.jpg", text="x", lang="sw")])
+    assert "file" in synced and "dir" in synced
+    assert oct((tmp_path / "m.jsonl").stat().st_mode & 0o777) == oct(0o666 & ~_umask())  # as open() would
+    synced.clear()
+    bi.good_jpeg(tmp_path / "a.jpg")
+    check_manifest(tmp_path / "m.jsonl", CheckOptions(workers=1, min_per_split=0))
+    assert synced.count("dir") >= 2 and synced.count("file") >= 2  # clean + skipped
+    bundle = make_tiny_bundle(tmp_path / "bundle", int8=False)
+    synced.clear()
+    write_bundle_manifest(bundle, read_manifest_json(bundle))
+    assert "file" in synced and "dir" in synced
+    assert len(names) == len(set(names)) and all(n.startswith(".") and n.endswith(".tmp") for n in names), names
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
