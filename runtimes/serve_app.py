@@ -49,6 +49,7 @@ class ServerLimits:
     keep_alive_s: int = 5
     max_header_bytes: int = 16 * 1024
     worker_threads: int = 16
+    model_threads: int = 4  # photo and text queries: their own pool, so a queue of them never starves the rest
     graceful_s: int = 5
 
 
@@ -125,6 +126,8 @@ def build_asgi(app: FieldApp, bind: tuple[str, int], limits: ServerLimits = Serv
     from starlette.routing import Route
 
     max_body = max(app.policy.max_bytes, MAX_JSON)
+    model_routes = ("/api/image", "/api/upload", "/api/text")
+    pools: dict = {}  # made on first use: an anyio limiter belongs to the running event loop
 
     async def read_body(request) -> bytes:
         parts = []
@@ -152,7 +155,13 @@ def build_asgi(app: FieldApp, bind: tuple[str, int], limits: ServerLimits = Serv
                                                          if scope["query_string"] else "")
         client = request.client.host if request.client else ""
         ex = Exchange(request.method, target, request.headers, client, bind, body)
-        reply = await run_in_threadpool(FieldHandler(app, ex).respond)
+        if request.url.path in model_routes:  # waits for the engine lock or a decode slot happen here
+            import anyio.to_thread
+
+            pool = pools.setdefault("model", anyio.CapacityLimiter(limits.model_threads))
+            reply = await anyio.to_thread.run_sync(FieldHandler(app, ex).respond, limiter=pool)
+        else:
+            reply = await run_in_threadpool(FieldHandler(app, ex).respond)
         if not app.quiet:
             sys.stderr.write(f"[serve] {client} {request.method} {target[:200]} {reply.status}\n")
         if reply.file is not None:

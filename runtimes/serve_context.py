@@ -47,6 +47,7 @@ class FieldApp:
         # A decoded photo lives (as pixels, ~3 bytes each) from decode to store; a few parallel uploads of
         # 40 MP each would take a 2 GB Pi down, so only ``decode_slots`` are decoded at once.
         self._decode_slots, self.decode_wait_s = threading.BoundedSemaphore(decode_slots), decode_wait_s
+        self.waiting_for_decode, self._waiting_lock = 0, threading.Lock()  # photos queued for a slot
         self.csrf, self.limiter, self.pin = CsrfGuard(), RateLimiter(rate, burst), PinGate(pin)
         self.sessions = SessionIds(db.secret("session"))
         self.allowed_hosts, self.scheme, self.quiet = tuple(h.lower() for h in allowed_hosts), \
@@ -63,7 +64,14 @@ class FieldApp:
     @contextlib.contextmanager
     def decode_slot(self) -> Iterator[None]:
         """Hold one of the decode slots for a photo's pixels; a 503 when none frees up in time."""
-        if not self._decode_slots.acquire(timeout=self.decode_wait_s):
+        with self._waiting_lock:
+            self.waiting_for_decode += 1
+        try:
+            got = self._decode_slots.acquire(timeout=self.decode_wait_s)
+        finally:
+            with self._waiting_lock:
+                self.waiting_for_decode -= 1
+        if not got:
             raise RequestRejected(503, "the server is busy with other photos; try again in a moment")
         try:
             yield

@@ -121,3 +121,28 @@ def test_an_oversized_request_head_is_refused(field_bundle, tmp_path):  # noqa: 
         status, _, _ = c.request("GET", "/api/config", headers={"X-Padding": "a" * 40_000})
         assert status in (400, 431)  # past the 16 KB head limit (the stdlib server took up to 64 KB a line)
         assert c.request("GET", "/api/config")[0] == 200
+
+
+def test_queued_photos_do_not_starve_other_requests(field_bundle, tmp_path):  # noqa: F811
+    import threading
+
+    from lugha.runtimes.serve_app import ServerLimits
+
+    from test_serve_api import photo
+
+    limits = ServerLimits(worker_threads=2, model_threads=2)
+    with running_server(field_bundle, tmp_path, limits=limits, decode_slots=1, decode_wait_s=60) as (base, app):
+        c = Client(base)
+        c.start()
+        results = []
+        with app.decode_slot():  # a photo is being decoded; four more queue behind it
+            posts = [threading.Thread(target=lambda: results.append(c.upload(photo(seed=3))[0])) for _ in range(4)]
+            for t in posts:
+                t.start()
+            assert _eventually(lambda: app.waiting_for_decode == 2)  # the model pool is full of waiting photos
+            # a one-pool server would have no thread left for this until a photo gave up (60 s)
+            status, _, _ = Client(base).request("GET", "/api/config")
+            assert status == 200 and app.waiting_for_decode == 2 and not results
+        for t in posts:
+            t.join(60)
+        assert results == [200] * 4
