@@ -210,3 +210,22 @@ def test_eps_renamed_jpg_never_reaches_the_eps_plugin(tmp_path, monkeypatch):
     with pytest.raises(Exception) as e:
         open_image(tmp_path / "photo.jpg")
     assert "cannot identify" in str(e.value) and not asked
+
+
+def test_the_runtime_preprocessing_of_a_path_uses_the_same_guards(tmp_path, monkeypatch):
+    """Bundle.embed_image(paths) and export calibration open files through kit's preprocess_image."""
+    from PIL import EpsImagePlugin
+
+    from lugha.image_io import ImageFileError
+    from lugha.preprocess import PreprocessSpec, preprocess_image
+
+    asked = []
+    monkeypatch.setattr(EpsImagePlugin.EpsImageFile, "_open", lambda self: asked.append(1) or (_ for _ in ()).throw(
+        SyntaxError("EPS plugin reached")))
+    spec = PreprocessSpec(size=32)
+    with pytest.raises(Exception, match="cannot identify"):
+        preprocess_image(_eps(tmp_path / "x.jpg"), spec)
+    assert not asked
+    with pytest.raises(ImageFileError, match="not a regular file"):
+        preprocess_image("/dev/zero", spec)
+    assert preprocess_image(bi.good_jpeg(tmp_path / "ok.jpg"), spec).shape[-1] in (3, 32)
