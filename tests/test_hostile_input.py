@@ -216,7 +216,6 @@ def test_the_runtime_preprocessing_of_a_path_uses_the_same_guards(tmp_path, monk
     """Bundle.embed_image(paths) and export calibration open files through kit's preprocess_image."""
     from PIL import EpsImagePlugin
 
-    from lugha.image_io import ImageFileError
     from lugha.preprocess import PreprocessSpec, preprocess_image
 
     asked = []
@@ -226,6 +225,8 @@ def test_the_runtime_preprocessing_of_a_path_uses_the_same_guards(tmp_path, monk
     with pytest.raises(Exception, match="cannot identify"):
         preprocess_image(_eps(tmp_path / "x.jpg"), spec)
     assert not asked
+    from lugha.image_io import ImageFileError
+
     with pytest.raises(ImageFileError, match="not a regular file"):
         preprocess_image("/dev/zero", spec)
     assert preprocess_image(bi.good_jpeg(tmp_path / "ok.jpg"), spec).shape[-1] in (3, 32)
