@@ -105,6 +105,17 @@ def test_cache_key_is_remembered_until_a_file_changes(tmp_path, monkeypatch):
         ImageStore(pairs.image_paths, SPEC, use_cache=False).key()
 
 
+def test_local_rank_zero_builds_and_every_rank_waits(tmp_path):
+    pairs = dataset(tmp_path, n=3)
+    waited = []
+    other = ImageStore(pairs.image_paths, SPEC, tmp_path / "cache")
+    other.build(show_progress=False, rank=1, barrier=lambda: waited.append(1))
+    assert waited == [1] and not other.cache_path.exists()  # rank 1 decodes nothing
+    first = ImageStore(pairs.image_paths, SPEC, tmp_path / "cache")
+    first.build(show_progress=False, rank=0, barrier=lambda: waited.append(0))
+    assert waited == [1, 0] and first.cache_path.exists() and np.array_equal(other.array(), first.array())
+
+
 def test_crop_boxes_are_seeded_and_inside_the_image():
     a, b = crop_boxes(0, 3, 500), crop_boxes(0, 3, 500)
     assert np.array_equal(a, b) and not np.array_equal(a, crop_boxes(0, 4, 500))
