@@ -162,6 +162,8 @@ def test_cache_loader_crops_are_seeded_per_epoch_and_need_the_cache_loader(tmp_p
         batch_source(pairs, store, order, seed=0, epoch=0, augment="crop", loader="workers")
     with pytest.raises(ConfigError, match="data.loader"):
         batch_source(pairs, store, order, seed=0, epoch=0, loader="dali")
+    with pytest.raises(ValueError, match="prepare"):
+        batch_source(pairs, store, order, seed=0, epoch=0, prepare=lambda rows: ())
 
 
 def test_cache_loader_prepares_on_its_thread_and_reports_failures(tmp_path):

@@ -169,6 +169,8 @@ def batch_source(pairs: PairSet, store: ImageStore, batches: Sequence[Sequence[i
     if loader == "workers":
         if augment.startswith("crop"):
             raise ConfigError("data.augment", f"{augment} crops on the training device: it needs data.loader: cache")
+        if prepare is not None:
+            raise ValueError("prepare runs on the cache loader's thread; loader='workers' has none")
         pin = device is not None and getattr(device, "type", str(device).split(":")[0]) == "cuda"
         return make_loader(PixelDataset(pairs, store, flip), batches, num_workers, seed=seed * 1_000_003 + epoch,
                            pin_memory=pin)
