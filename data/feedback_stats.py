@@ -2,9 +2,10 @@
 
 - a rate with its interval: :func:`statsmodels.stats.proportion.proportion_confint` (Wilson by default,
   ``beta`` = Clopper-Pearson), checked against Newcombe (1998)'s worked example in the tests;
-- agreement between testers: Krippendorff's alpha from the ``krippendorff`` package (nominal level:
-  correct / wrong is a category, not a number), checked against Krippendorff (2011)'s 4-coder, 12-unit
-  example (alpha = 0.743); its interval is a bootstrap over items (:func:`scipy.stats.bootstrap`), the
+- agreement between testers: Krippendorff's alpha from nltk's
+  :meth:`nltk.metrics.agreement.AnnotationTask.alpha` (Apache-2.0; nominal level: correct / wrong is a
+  category, not a number; ``interval`` uses nltk's squared-difference distance), checked against
+  Krippendorff (2011)'s 4-coder, 12-unit example (nominal 0.743, interval 0.849); its interval is a bootstrap over items (:func:`scipy.stats.bootstrap`), the
   resampling Krippendorff recommends, because items, not single judgments, are the independent units;
 - automatic score vs human judgment: Spearman's rho of the score against the share of testers who
   judged the item correct (:func:`scipy.stats.spearmanr`, bootstrap interval) and the point-biserial r
@@ -68,7 +69,7 @@ def rate_interval(k: int, n: int, method: str = "wilson", confidence: float = 0.
 
 
 def reliability_matrix(units: Sequence[dict[str, int]], coders: Sequence[str]) -> np.ndarray:
-    """Coders x units, NaN where a coder did not judge the unit (the krippendorff package's layout)."""
+    """Coders x units, NaN where a coder did not judge the unit (Krippendorff's reliability-data layout)."""
     index = {c: i for i, c in enumerate(coders)}
     data = np.full((len(coders), len(units)), np.nan)
     for j, unit in enumerate(units):
@@ -77,14 +78,29 @@ def reliability_matrix(units: Sequence[dict[str, int]], coders: Sequence[str]) -
     return data
 
 
+LEVELS = ("nominal", "interval")  # the distances nltk ships: binary_distance, interval_distance
+
+
+def _nltk_alpha(units: Sequence[list[tuple[int, float]]], level: str) -> float:
+    """nltk's alpha of per-unit (coder, value) lists; each position is its own item, so a unit drawn twice
+    by the bootstrap counts twice rather than merging into one item."""
+    agreement = _need("nltk.metrics.agreement")
+    distance = _need("nltk.metrics.distance")
+    dist = distance.binary_distance if level == "nominal" else distance.interval_distance
+    triples = [(coder, item, value) for item, unit in enumerate(units) for coder, value in unit]
+    return agreement.AnnotationTask(data=triples, distance=dist).alpha()
+
+
 def krippendorff_alpha(data: np.ndarray, level: str = "nominal", n_boot: int = 1000, seed: int = 0,
                        confidence: float = 0.95) -> dict[str, Any]:
     """Alpha of a coders x units matrix (NaN = missing) with a bootstrap interval over units.
 
     Only units judged at least twice are pairable; ``alpha`` is None (with ``why``) when fewer than two
     such units exist or every judgment has the same value (alpha is then undefined: no disagreement is
-    expected, so none can be measured)."""
-    kd = _need("krippendorff")
+    expected, so none can be measured; nltk would return 1 there)."""
+    if level not in LEVELS:
+        raise ValueError(f"level of measurement {level!r}: choose one of {LEVELS}")
+    _need("nltk.metrics.agreement")
     data = np.asarray(data, dtype=float)
     pairable = data[:, (~np.isnan(data)).sum(axis=0) >= 2] if data.size else data
     out: dict[str, Any] = {"level": level, "units": int(pairable.shape[1]) if pairable.ndim == 2 else 0,
@@ -96,14 +112,15 @@ def krippendorff_alpha(data: np.ndarray, level: str = "nominal", n_boot: int = 1
         return {**out, "why": "fewer than 2 items judged by 2 or more testers"}
     if len(values) < 2:
         return {**out, "why": "every judgment has the same value: alpha is undefined"}
-    value_domain = values.tolist()
-    estimate = kd.alpha(reliability_data=pairable, level_of_measurement=level, value_domain=value_domain)
+    # missing judgments are left out of nltk's (coder, item, label) triples, as its docs prescribe
+    units = [[(c, float(v)) for c, v in enumerate(col) if not np.isnan(v)] for col in pairable.T]
+    estimate = _nltk_alpha(units, level)
 
     def stat(idx):
-        sample = pairable[:, idx.astype(int)]
-        if len(np.unique(sample[~np.isnan(sample)])) < 2:
+        sample = [units[j] for j in idx.astype(int)]
+        if len({v for unit in sample for _, v in unit}) < 2:
             return np.nan  # a resample with one value: alpha undefined there
-        return kd.alpha(reliability_data=sample, level_of_measurement=level, value_domain=value_domain)
+        return _nltk_alpha(sample, level)
 
     low = high = None
     undefined = 0
@@ -145,4 +162,4 @@ def score_correlation(scores: Sequence[float], share_correct: Sequence[float], n
 
 
 __all__ = ["rate_interval", "reliability_matrix", "krippendorff_alpha", "score_correlation", "CI_METHODS",
-           "INSTALL", "MIN_CORRELATION_ITEMS"]
+           "INSTALL", "LEVELS", "MIN_CORRELATION_ITEMS"]

@@ -24,6 +24,9 @@ def test_alpha_reproduces_krippendorffs_worked_example():
     assert out["units"] == 11 and out["coders"] == 4 and out["judgments"] == 40
     assert fs.krippendorff_alpha(np.array(KRIPPENDORFF_2011), level="interval", n_boot=0)["alpha"] == pytest.approx(
         0.849, abs=5e-4)
+    # nltk ships nominal and interval distances only; ordinal is refused rather than silently nominal
+    with pytest.raises(ValueError, match="level of measurement"):
+        fs.krippendorff_alpha(np.array(KRIPPENDORFF_2011), level="ordinal", n_boot=0)
 
 
 def test_rate_intervals_reproduce_newcombe_1998():
