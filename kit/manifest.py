@@ -303,7 +303,11 @@ def read_manifest_json(bundle_dir: str | os.PathLike) -> BundleManifest:
     """Parse and type-check manifest.json without touching the files it lists."""
     path = bundle_root(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
-        raise MissingFileError(f"{path}: no {MANIFEST_NAME} (is this a bundle folder?)")
+        root = path.parent
+        aside = sorted(root.parent.glob(f".{root.name}.old-*")) if not root.exists() else []
+        hint = (f"; an interrupted export left the previous bundle at {aside[-1]}: rename it back, or export "
+                "again (which does)") if aside else " (is this a bundle folder?)"
+        raise MissingFileError(f"{path}: no {MANIFEST_NAME}{hint}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -209,6 +209,11 @@ sys.exit(main({json.dumps(EXPORT)} + [{str(run)!r}, "--out", OUT, "--overwrite"]
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
     from lugha.atomic import recover_dir
+    from lugha.errors import MissingFileError
+
+    if not out.exists():  # killed between the two renames: the reader is told where the old bundle is
+        with pytest.raises(MissingFileError, match=r"interrupted export left the previous bundle at .*\.bundle\.old-"):
+            load_bundle_manifest(out)
 
     recover_dir(out)  # what the next export (or replace_dir) does first
     assert _manifest_bytes(out) == before
