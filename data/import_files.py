@@ -92,7 +92,7 @@ def _csv_rows(reader: csv.DictReader, path: Path, header: bool = False):
             return
         yield from reader
     except (csv.Error, UnicodeDecodeError) as e:
-        raise DataError(f"{path}:{reader.line_num}: cannot read as a table ({type(e).__name__}: {e})") from None
+        raise DataError(f"{path}: cannot read as a table after line {reader.line_num} ({type(e).__name__}: {e})") from None
 
 
 def _delimiter(path: Path, delimiter: str | None) -> str:

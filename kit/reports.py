@@ -10,10 +10,11 @@ from pathlib import Path
 
 
 def write_report(path: str | Path, text: str) -> None:
-    """A report file the user named (``--json OUT``, ``--html OUT``): its folder is created if missing."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
+    """A report file the user named (``--json OUT``, ``--html OUT``): its folder is created if missing; written
+    whole or not at all (a killed benchmark never leaves half a JSON for a dashboard to choke on)."""
+    from lugha.atomic import atomic_write_text
+
+    atomic_write_text(path, text)
 
 
 def print_json(obj) -> None:

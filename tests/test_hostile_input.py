@@ -230,3 +230,16 @@ def test_the_runtime_preprocessing_of_a_path_uses_the_same_guards(tmp_path, monk
     with pytest.raises(ImageFileError, match="not a regular file"):
         preprocess_image("/dev/zero", spec)
     assert preprocess_image(bi.good_jpeg(tmp_path / "ok.jpg"), spec).shape[-1] in (3, 32)
+
+
+def test_a_broken_csv_table_is_a_data_error_naming_the_line(tmp_path):
+    """csv raises csv.Error on a field over 128 kB, the decoder UnicodeDecodeError on Latin-1 bytes: now a
+    DataError naming the file and where it stopped."""
+    bi.good_jpeg(tmp_path / "a.jpg")
+    table = tmp_path / "t.csv"
+    table.write_bytes(b"image,text\na.jpg,ok\na.jpg,caf\xe9\n")
+    with pytest.raises(DataError, match=r"t.csv: cannot read as a table after line \d+ \(UnicodeDecodeError"):
+        get_importer("csv")(table, lang="sw")
+    table.write_bytes(b"image,text\na.jpg,ok\na.jpg," + b"x" * (200 << 10) + b"\n")
+    with pytest.raises(DataError, match=r"t.csv: cannot read as a table after line 2 .*field larger than field limit"):
+        get_importer("csv")(table, lang="sw")
