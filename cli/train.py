@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from lugha.cli._common import user_path
@@ -16,6 +17,15 @@ schedule; any field can be changed on the command line with --set (dotted keys, 
   lugha train configs/default.yaml --out runs/sw --set "data.languages=[sw, en]" \\
       --set model_overrides.adapter.kind=projection
   lugha train --resume runs/demo                   # continue where it stopped (same result)
+  lugha train configs/default.yaml --out runs/ddp --nproc-per-node 4          # 4 GPUs (or CPU processes)
+  lugha train configs/default.yaml --out runs/ddp --nproc-per-node 8 \
+      --nnodes 2 --rdzv-endpoint node0:29500       # the same command on both nodes
+
+Many processes: --nproc-per-node N starts N workers through torchrun (DistributedDataParallel; NCCL on
+GPUs, gloo on CPU); `torchrun --nproc-per-node N -m lugha.cli train CONFIG --out RUN` is the same run.
+data.batch_size is the global batch: each process trains on its slice, and the contrastive loss sees all
+of it, so N processes train like one with the same batch. Checkpoints (rank 0) resume on any N; after a
+crash or kill -9 of any worker, `lugha train --resume RUN --nproc-per-node N` continues.
 
 RUN gets config.yaml (resolved), model_config.json, metrics.jsonl, last/ (every epoch; with
 loop.checkpoint_every also every N steps) and best/ (by loop.keep_best on the validation split).
@@ -33,6 +43,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=user_path, metavar="RUN", help="run folder to create (or resume with --resume)")
     parser.add_argument("--resume", type=user_path, nargs="?", const=True, default=False, metavar="RUN",
                         help="continue the run in RUN (or in --out) from its last checkpoint")
+    parser.add_argument("--nproc-per-node", type=int, metavar="N",
+                        help="train in N processes on this node through torchrun (one per GPU; gloo on CPU)")
+    parser.add_argument("--nnodes", type=int, default=1, metavar="M",
+                        help="number of nodes (with --rdzv-endpoint; run the same command on each)")
+    parser.add_argument("--rdzv-endpoint", metavar="HOST:PORT",
+                        help="rendezvous of a multi-node run: the first node's address and a free port")
     parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
 
@@ -48,6 +64,12 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not args.resume:
         raise ConfigError("config", "required: a training config YAML (e.g. configs/default.yaml)")
 
+    if args.nproc_per_node and "LOCAL_RANK" not in os.environ:  # the launcher; torchrun's workers train
+        from lugha.training.distributed import launch
+
+        launch(worker_argv(args), args.nproc_per_node, args.nnodes, args.rdzv_endpoint)
+        return 0
+
     from lugha.training.train_config import load_train_config, resolve_paths
     from lugha.training.trainer import train
 
@@ -57,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--set", "a resumed run keeps its saved config; --set needs the CONFIG it started from")
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
     result = train(cfg, run_dir, resume=bool(args.resume), show_progress=not (args.quiet or args.json), say=say)
+    if os.environ.get("RANK", "0") != "0":
+        return 0  # rank 0 reports for the job
     outcome = {"run": str(result.run_dir), "stopped": result.stopped, "steps": result.step, "epochs": result.epoch,
                "best": result.best, "epoch_seconds": [round(s, 2) for s in result.epoch_seconds],
                "val": result.last_eval["mean"] if result.last_eval else None}
@@ -66,3 +90,15 @@ def run(args: argparse.Namespace) -> int:
         best = "n/a" if result.best is None else f"{result.best:.4f}"
         print(f"{result.stopped}: {result.step} steps, best {best}; next: lugha eval {result.run_dir} --split test")
     return 0
+
+
+def worker_argv(args: argparse.Namespace) -> list[str]:
+    """This command's arguments for each torchrun worker (without the launcher's own flags)."""
+    out = [str(args.config)] if args.config is not None else []
+    for item in args.overrides:
+        out += ["--set", item]
+    if args.out:
+        out += ["--out", str(args.out)]
+    if args.resume:
+        out += ["--resume"] + ([str(args.resume)] if isinstance(args.resume, str) else [])
+    return out + [flag for flag, on in (("--quiet", args.quiet), ("--json", args.json)) if on]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One prepared GPU session: the training benchmark (#4) and the CUDA inference benchmark (#7), in that order,
+# One prepared GPU session: the training benchmark (#4), the CUDA inference benchmark (#7) and the DDP rows (#18),
 # each under its own time limit so a slow compile cannot eat the other's figures. Results land in $OUT
-# (default ./gpu-out): bench_training.json, bench_cuda.json, and the logs.
+# (default ./gpu-out): bench_training.json, bench_cuda.json, distributed_cpu.json (+ distributed_gpu.json), logs.
 #
 #   bash device_tests/gpu_session.sh [DEMO_MANIFEST]
 #
@@ -57,4 +57,21 @@ if [ "$INFER_LIMIT" -gt 0 ]; then  # INFER_LIMIT=0 skips the inference benchmark
   timeout "$INFER_LIMIT" python device_tests/bench_cuda_inference.py --json "$OUT/bench_cuda.json" 2>&1 \
     | grep -v "Enum subclass" | tee "$OUT/bench_cuda.log"
   echo "bench_cuda_inference exit ${PIPESTATUS[0]}" | tee -a "$OUT/bench_cuda.log"
+fi
+
+# DDP rows (#18): 1 vs 2 torchrun processes on this machine's CPUs (gloo), and 1 vs all GPUs (NCCL, one GPU a
+# process) when there are 2 or more; samples/s and the metrics both reach. DDP_LIMIT=0 skips them.
+DDP_LIMIT=${DDP_LIMIT:-240}
+if [ "$DDP_LIMIT" -gt 0 ]; then
+  timeout "$DDP_LIMIT" python benchmarks/distributed.py ${DATA:+--data "$DATA"} --repeats 2 --out "$OUT/distributed_cpu.json" 2>&1 \
+    | grep -v "Enum subclass" | tee "$OUT/distributed.log"
+  echo "distributed cpu exit ${PIPESTATUS[0]}" | tee -a "$OUT/distributed.log"
+  NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
+  if [ "$NGPU" -ge 2 ]; then
+    timeout "$DDP_LIMIT" python benchmarks/distributed.py ${DATA:+--data "$DATA"} --device cuda --nproc "$NGPU" --repeats 2 \
+      --out "$OUT/distributed_gpu.json" 2>&1 | grep -v "Enum subclass" | tee -a "$OUT/distributed.log"
+    echo "distributed gpu exit ${PIPESTATUS[0]}" | tee -a "$OUT/distributed.log"
+  else
+    echo "distributed gpu: $NGPU GPU(s), the NCCL row needs 2 or more" | tee -a "$OUT/distributed.log"
+  fi
 fi

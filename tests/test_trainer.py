@@ -96,8 +96,8 @@ def test_feature_cache_matches_uncached_training(demo_small, tmp_path, adapter):
     args = ("loop.epochs=2", f"model_overrides.adapter.kind={adapter}")
     quiet = dict(show_progress=False, say=lambda m: None)
     cached = train(tiny(demo_small, tmp_path / "cache", *args), tmp_path / "cached", **quiet)
-    files = sorted((tmp_path / "cache" / "features").glob("*.npy"))
-    kinds = {f.name.split("-")[0] for f in files}
+    files = sorted((tmp_path / "cache" / "features").glob("*.shards-*/shard-*.npy"))  # sharded: any world size
+    kinds = {f.parent.name.split("-")[0] for f in files}
     assert kinds == ({"image", "text"} if adapter == "projection" else {"image"})
     stamps = [f.stat().st_mtime_ns for f in files]
     plain = train(tiny(demo_small, tmp_path / "cache", *args, "runtime.feature_cache=false"), tmp_path / "plain", **quiet)
@@ -135,7 +135,8 @@ def test_max_steps_resume_guards_and_frozen_weight_check(demo_small, tmp_path):
 
 
 def test_cli_help_teaches():
-    for cmd, words in (("train", ["--resume", "--set", "lugha train configs/", "checkpoint"]),
+    for cmd, words in (("train", ["--resume", "--set", "lugha train configs/", "checkpoint", "--nproc-per-node",
+                                  "--rdzv-endpoint", "torchrun"]),
                        ("eval", ["--baseline", "--split", "chance", "lugha eval runs/"])):
         proc = subprocess.run([sys.executable, "-m", "lugha.cli", cmd, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0

@@ -180,7 +180,8 @@ class Loop:
         if "scaler" in state:  # classify checkpoints before the one loop had no scaler (it was always off)
             self.scaler.load_state_dict(state["scaler"])
         self.pos = Position.from_dict(state["position"], self.steps_per_epoch)
-        ckpt.set_rng_state(state["rng"])
+        ranks = state.get("rng_ranks") or []  # the same world size resumes each rank's stream, another rank 0's
+        ckpt.set_rng_state(ranks[self.dist.rank] if len(ranks) == self.dist.world_size else state["rng"])
         p = self.pos
         self.say(f"resuming {self.run_dir} at epoch {p.epoch}, batch {p.batch}, step {p.step}")
 
@@ -198,7 +199,8 @@ class Loop:
 
     def validate(self) -> bool:
         """Validate, log, track best and patience; True when the next checkpoint should become best."""
-        report = self.task.evaluate()
+        # rank 0 evaluates and the others take its report: best and patience cannot drift apart
+        report = self.dist.broadcast(self.task.evaluate() if self.main else None)
         if report is None:
             return True
         key, pos = self.cfg.loop.keep_best, self.pos
@@ -222,6 +224,9 @@ class Loop:
     def save(self, best_too: bool) -> None:
         """``last`` (and ``best``): written by rank 0 only; every rank holds the same weights."""
         self._flush_losses()  # the checkpoint's position carries the epoch's losses so far
+        # each rank's RNG: dropout draws differ per rank (other rows, other lengths), and an exact resume
+        # gives each its own stream back
+        rngs = self.dist.gather(ckpt.rng_state())
         if not self.main:
             return
         pos, task = self.pos, self.task
@@ -229,7 +234,9 @@ class Loop:
                 "metrics": self.last_eval["mean"] if self.last_eval else None, **task.meta()}
         tensors = task.trainable_tensors()
         state = {"optimizer": self.optimizer.state_dict(), "scheduler": self.sched.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": ckpt.rng_state(), "position": pos.to_dict()}
+                 "scaler": self.scaler.state_dict(), "rng": rngs[0], "position": pos.to_dict()}
+        if self.dist.active:
+            state["rng_ranks"] = rngs
         ckpt.save_checkpoint(self.run_dir / "last", tensors, self.cfg, task.model_cfg, meta, state)
         if best_too:
             ckpt.save_checkpoint(self.run_dir / "best", tensors, self.cfg, task.model_cfg, meta)

@@ -13,8 +13,8 @@ from typing import Callable
 import numpy as np
 
 from lugha.training import checkpoint as ckpt
-from lugha.training.data import (ImageStore, PairSet, PixelDataset, epoch_batches, hflip_mask, make_loader,
-                                 pad_to_bucket, to_model_input)
+from lugha.training.data import ImageStore, PairSet, batch_source, epoch_batches, pad_to_bucket, to_model_input
+from lugha.training.distributed import Dist, check_batch, global_batch_loss, rank_batches, shard_bounds, wrap_ddp
 from lugha.training.evaluate import embed_pairs, evaluate_embeddings, load_label_names, text_encoder
 from lugha.training.feature_cache import (FeatureCache, compute_image_features, compute_text_features,
                                           frozen_weights_digest, image_inputs_key, text_inputs_key)
@@ -40,16 +40,20 @@ def frozen_modules(model) -> list:
 
 
 class RetrievalTask:
-    """The model, its data and its feature caches, set up once; then batches and losses for the loop."""
+    """The model, its data and its feature caches, set up once; then batches and losses for the loop.
+    Under torchrun (``dist``) each rank trains on its slice of every global batch, the model wrapped in
+    DistributedDataParallel and the loss taken over the gathered global batch."""
 
-    def __init__(self, cfg, run_dir: Path, resume: bool, show_progress: bool, say: Callable[[str], None]):
+    def __init__(self, cfg, run_dir: Path, resume: bool, show_progress: bool, say: Callable[[str], None],
+                 dist: Dist | None = None, device=None):
         import torch
 
         from lugha.training.adapters import count_parameters
 
-        self.cfg, self.show_progress, self.say = cfg, show_progress, say
+        self.cfg, self.show_progress, self.say, self.dist = cfg, show_progress, say, dist or Dist()
         rt, dc = cfg.runtime, cfg.data
-        self.device = self.optim_device = pick_device(rt.device)
+        check_batch(dc.batch_size, self.dist)
+        self.device = self.optim_device = device if device is not None else pick_device(rt.device)
         self.autocast, self.use_scaler, precision = autocast_for(self.device, rt.precision)
         self.model_cfg = cfg.model_config()
         self.model, self.tokenizer = ckpt.build_for_training(cfg, self.model_cfg)
@@ -69,8 +73,9 @@ class RetrievalTask:
                 say(f"no validation ({e}); RUN/best will be the last checkpoint")
         self.stores = {n: ImageStore(p.image_paths, self.model_cfg.preprocess, dc.cache_dir, dc.image_cache)
                        for n, p in self.pairs.items()}
-        for store in self.stores.values():
-            store.build(dc.num_workers, show_progress)
+        for store in self.stores.values():  # node-local rank 0 decodes, the others wait and map its file
+            store.build(dc.num_workers, show_progress, rank=self.dist.local_rank,
+                        barrier=self.dist.barrier if self.dist.active else None)
         self.img_frozen, self.txt_frozen = bool(self.model.image_tower_frozen), bool(self.model.text_tower_frozen)
         self.feats = self._cache_features(precision) if rt.feature_cache else {}
         self._feats_dev: dict = {}
@@ -78,23 +83,32 @@ class RetrievalTask:
         self.image_fn = torch.compile(self.model.image_features) if rt.compile else self.model.image_features
         self.text_fn = torch.compile(self.model.text_features) if rt.compile else self.model.text_features
         self.label_names = load_label_names(dc.manifest)[0]
+        # the step as a module: DDP hooks its gradients' all-reduce into the backward of what it returns
+        self.step = global_batch_loss(self.model, self._embed, self.autocast, self.dist)
+        self.ddp = wrap_ddp(self.step, self.dist, self.device) if self.dist.active else None
 
-    def _cache_features(self, precision: str) -> dict[tuple[str, str], np.ndarray]:
-        m, dc, rt = self.model, self.cfg.data, self.cfg.runtime
+    def _cache_features(self, precision: str) -> dict:
+        """Frozen towers' features of each split, as sharded memmaps: every rank encodes its shards, so a
+        cache built by N ranks serves a run on any number (:meth:`FeatureCache.get_or_build_sharded`)."""
+        m, dc, rt, d = self.model, self.cfg.data, self.cfg.runtime, self.dist
         if not (self.img_frozen or self.txt_frozen):
             return {}
         fc, feats = FeatureCache(self.digest, self.model_cfg.to_dict(), precision, dc.cache_dir), {}
+        ranks = dict(rank=d.rank, world_size=d.world_size, barrier=d.barrier if d.active else None,
+                     show_progress=self.show_progress)
         for name, pairs in self.pairs.items():
             if self.img_frozen:
-                feats[name, "image"] = fc.get_or_build("image", image_inputs_key(self.stores[name]),
-                                                       len(pairs.image_paths), lambda n=name: (
-                    compute_image_features(m, self.stores[n], dc.batch_size, self.device, self.autocast,
-                                           dc.num_workers, rt.channels_last)), f"image features ({name})",
-                    self.show_progress)
+                feats[name, "image"] = fc.get_or_build_sharded(
+                    "image", image_inputs_key(self.stores[name]), len(pairs.image_paths), lambda r, n=name: (
+                        compute_image_features(m, self.stores[n], dc.batch_size, self.device, self.autocast,
+                                               dc.num_workers, rt.channels_last, rows=r)),
+                    desc=f"image features ({name})", **ranks)
             if self.txt_frozen:
-                feats[name, "text"] = fc.get_or_build("text", text_inputs_key(pairs.texts), len(pairs), lambda p=pairs: (
-                    compute_text_features(m, self.tokenizer, p.texts, dc.batch_size, self.device, self.autocast)),
-                    f"text features ({name})", self.show_progress)
+                feats[name, "text"] = fc.get_or_build_sharded(
+                    "text", text_inputs_key(pairs.texts), len(pairs), lambda r, p=pairs: (
+                        compute_text_features(m, self.tokenizer, p.texts[r.start:r.stop], dc.batch_size,
+                                              self.device, self.autocast)),
+                    desc=f"text features ({name})", **ranks)
         if self.img_frozen and dc.augment != "none":
             self.say(f"data.augment={dc.augment} is not applied: the frozen image tower's features are cached")
         return feats
@@ -110,37 +124,44 @@ class RetrievalTask:
                              dc.unique_groups, dc.language_weights)
 
     def source(self, epoch: int, batches: list[list[int]]):
-        """(pixels or None, row indices) per batch; no pixels at all when image features are cached."""
+        """(pixels or None, this rank's row indices, every rank's row count) per global batch; no pixels at
+        all when image features are cached. Each rank reads only its slice (:func:`rank_batches`)."""
         import torch
 
+        d, dc, seed = self.dist, self.cfg.data, self.cfg.runtime.seed
+        sizes = [[b - a for a, b in shard_bounds(len(batch), d.world_size)] for batch in batches]
+        mine = rank_batches(batches, d) if d.active else batches
         if ("train", "image") in self.feats:
-            return ((None, torch.tensor(b)) for b in batches)
-        dc, seed = self.cfg.data, self.cfg.runtime.seed
-        flip = hflip_mask(seed, epoch, len(self.pairs["train"])) if dc.augment == "hflip" else None
-        return make_loader(PixelDataset(self.pairs["train"], self.stores["train"], flip), batches, dc.num_workers,
-                           seed=seed * 1_000_003 + epoch, pin_memory=self.device.type == "cuda")
+            return ((None, torch.tensor(b), n) for b, n in zip(mine, sizes))
+        loader = batch_source(self.pairs["train"], self.stores["train"], mine, seed=seed, epoch=epoch,
+                              augment=dc.augment, loader=dc.loader, num_workers=dc.num_workers, device=self.device)
+        return ((item[0], item[1], n) for item, n in zip(loader, sizes))
 
     def loss(self, inputs):
+        """The global batch's contrastive loss (through DDP when there are several ranks)."""
+        pixels, idx, sizes = inputs
+        return (self.ddp or self.step)(pixels, idx, sizes)
+
+    def _embed(self, pixels, idx):
+        """Projected embeddings of this rank's rows (call under autocast)."""
         import torch
 
-        pixels, idx = inputs
         m, dev, pairs = self.model, self.device, self.pairs["train"]
-        with self.autocast():
-            if ("train", "image") in self.feats:
-                img_f = self._cached("image", torch.from_numpy(pairs.image_index[idx.numpy()]))
-            else:
-                pixels = to_model_input(pixels, self.stores["train"].spec, dev, self.cfg.runtime.channels_last)
-                with torch.no_grad() if self.img_frozen else contextlib.nullcontext():
-                    img_f = self.image_fn(pixels)
-            if ("train", "text") in self.feats:
-                txt_f = self._cached("text", idx)
-            else:
-                ids, mask = self.tokenizer([pairs.texts[i] for i in idx.tolist()])
-                if self.cfg.runtime.compile:  # a new caption length would be a new compiled graph
-                    ids, mask = pad_to_bucket(ids, mask, self.tokenizer.pad_id)
-                with torch.no_grad() if self.txt_frozen else contextlib.nullcontext():
-                    txt_f = self.text_fn(ids.to(dev), mask.to(dev))
-            return m.loss(m.project_image(img_f), m.project_text(txt_f))
+        if ("train", "image") in self.feats:
+            img_f = self._cached("image", torch.from_numpy(pairs.image_index[idx.numpy()]))
+        else:
+            pixels = to_model_input(pixels, self.stores["train"].spec, dev, self.cfg.runtime.channels_last)
+            with torch.no_grad() if self.img_frozen else contextlib.nullcontext():
+                img_f = self.image_fn(pixels)
+        if ("train", "text") in self.feats:
+            txt_f = self._cached("text", idx)
+        else:
+            ids, mask = self.tokenizer([pairs.texts[i] for i in idx.tolist()])
+            if self.cfg.runtime.compile:  # a new caption length would be a new compiled graph
+                ids, mask = pad_to_bucket(ids, mask, self.tokenizer.pad_id)
+            with torch.no_grad() if self.txt_frozen else contextlib.nullcontext():
+                txt_f = self.text_fn(ids.to(dev), mask.to(dev))
+        return m.project_image(img_f), m.project_text(txt_f)
 
     def _cached(self, side: str, rows):
         """Rows of a cached feature table. On CUDA the table moves to the device once (24k captions x 384

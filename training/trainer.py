@@ -16,6 +16,8 @@ from typing import Callable
 from lugha.errors import ConfigError
 
 from lugha.training import checkpoint as ckpt
+from lugha.training import distributed
+from lugha.training.distributed import Dist
 from lugha.training.loop import Loop, TrainResult, seed_everything
 from lugha.training.optim import torch_threads
 from lugha.training.train_config import TrainConfig, diff_configs, load_train_config, resolve_paths
@@ -44,24 +46,38 @@ def prepare_run(cfg: TrainConfig | None, run_dir: Path, resume: bool) -> TrainCo
     return cfg
 
 
-def make_task(cfg: TrainConfig, run_dir: Path, resume: bool, show_progress: bool, say: Callable[[str], None]):
+def make_task(cfg: TrainConfig, run_dir: Path, resume: bool, show_progress: bool, say: Callable[[str], None],
+              dist: Dist, device):
     """The task ``cfg.task`` names, set up (model built, data and feature caches ready)."""
     if cfg.task == "classify":  # a fusion head on the frozen towers
         from lugha.training.classify import ClassifyTask
 
+        if dist.active:
+            raise ConfigError("task", "classify trains a small head at head speed on one CPU process; "
+                                      "run it without --nproc-per-node")
         return ClassifyTask(cfg, run_dir, resume, show_progress, say)
     from lugha.training.retrieval import RetrievalTask
 
-    return RetrievalTask(cfg, run_dir, resume, show_progress, say)
+    return RetrievalTask(cfg, run_dir, resume, show_progress, say, dist, device)
 
 
 def train(cfg: TrainConfig | None, run_dir, resume: bool = False, stop_after_steps: int | None = None,
           show_progress: bool = True, say: Callable[[str], None] = print) -> TrainResult:
     """Train (or resume) a run. ``stop_after_steps`` checkpoints and returns after that many optimizer
-    steps without changing the schedule (tests use it to interrupt a run the way a kill would)."""
+    steps without changing the schedule (tests use it to interrupt a run the way a kill would). Started by
+    torchrun, each worker joins the process group and trains its share (:mod:`lugha.training.distributed`)."""
     run_dir = Path(run_dir)
     cfg = prepare_run(cfg, run_dir, resume)
     with torch_threads(cfg.runtime.threads):
-        seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
-        task = make_task(cfg, run_dir, resume, show_progress, say)
-        return Loop(task, cfg, run_dir, resume, show_progress, say).fit(stop_after_steps)
+        dist, device = distributed.init(cfg.runtime.device)
+        try:
+            seed_everything(cfg.runtime.seed, cfg.runtime.deterministic)
+            main = dist.rank == 0
+            task = make_task(cfg, run_dir, resume, show_progress and main, say if main else _silent, dist, device)
+            return Loop(task, cfg, run_dir, resume, show_progress, say, dist).fit(stop_after_steps)
+        finally:
+            distributed.close(dist)
+
+
+def _silent(msg: str) -> None:
+    """Status lines of ranks other than 0 (rank 0 speaks for the job)."""
