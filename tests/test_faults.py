@@ -208,6 +208,9 @@ sys.exit(main({json.dumps(EXPORT)} + [{str(run)!r}, "--out", OUT, "--overwrite"]
 """
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert done.returncode == -signal.SIGKILL, done.stderr[-2000:]
+    # a complete copy of the previous bundle survives: in place, or kept aside for the next export
+    kept = [c for c in [out, *tmp_path.glob(".bundle.old-*")] if (c / "manifest.json").is_file()]
+    assert [_manifest_bytes(c) for c in kept] == [before], "the previous bundle is gone"
     from lugha.atomic import recover_dir
     from lugha.errors import MissingFileError
 
