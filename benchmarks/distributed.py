@@ -28,12 +28,17 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# the twin's text tower without dropout (nor LoRA's): each process draws other masks, so with dropout the two
+# runs would differ by design, not by arithmetic
+TOWER = ("{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, "
+         "hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}")
 
 
 def run_train(manifest: Path, cache: Path, out: Path, nproc: int, args) -> dict:
     sets = [f"data.manifest={manifest}", f"data.cache_dir={cache}", "data.languages=[en, sw, yo]",
             f"data.batch_size={args.batch_size}", f"loop.epochs={args.epochs}", "loop.eval_every=0",
             "runtime.feature_cache=false", "runtime.threads=1", "model_overrides.adapter.dropout=0.0",
+            f"model_overrides.text_tower.tiny={TOWER}",
             f"runtime.device={args.device}", "runtime.precision=fp32"]
     cmd = [sys.executable, "-m", "lugha.cli", "train", str(REPO / "configs" / "test-tiny.yaml"), "--out", str(out),
            "--quiet", *[x for s in sets for x in ("--set", s)]] + (["--nproc-per-node", str(nproc)] if nproc > 1 else [])

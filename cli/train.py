@@ -64,19 +64,22 @@ def run(args: argparse.Namespace) -> int:
     if args.config is None and not args.resume:
         raise ConfigError("config", "required: a training config YAML (e.g. configs/default.yaml)")
 
-    if args.nproc_per_node and "LOCAL_RANK" not in os.environ:  # the launcher; torchrun's workers train
-        from lugha.training.distributed import launch
-
-        launch(worker_argv(args), args.nproc_per_node, args.nnodes, args.rdzv_endpoint)
-        return 0
+    if (args.nnodes != 1 or args.rdzv_endpoint) and not args.nproc_per_node:
+        raise ConfigError("--nproc-per-node", "required with --nnodes/--rdzv-endpoint: processes per node")
 
     from lugha.training.train_config import load_train_config, resolve_paths
-    from lugha.training.trainer import train
 
     # the config's own paths (data.manifest, cache_dir, init_from; --set ones too) against where the user stands
     cfg = resolve_paths(load_train_config(args.config, args.overrides)) if args.config else None
     if cfg is None and args.overrides:
         raise ConfigError("--set", "a resumed run keeps its saved config; --set needs the CONFIG it started from")
+    if args.nproc_per_node and "LOCAL_RANK" not in os.environ:  # the launcher (config checked); the workers train
+        from lugha.training.distributed import launch
+
+        launch(worker_argv(args), args.nproc_per_node, args.nnodes, args.rdzv_endpoint)
+        return 0
+
+    from lugha.training.trainer import train
     say = (lambda msg: None) if args.quiet or args.json else (lambda msg: print(msg, file=sys.stderr))
     result = train(cfg, run_dir, resume=bool(args.resume), show_progress=not (args.quiet or args.json), say=say)
     if os.environ.get("RANK", "0") != "0":

@@ -179,3 +179,13 @@ def test_workers_get_the_command_without_the_launcher_flags(tmp_path):
     assert again.nproc_per_node is None
     resume = build_parser().parse_args(["train", "--resume", str(tmp_path / "run"), "--nproc-per-node", "2"])
     assert build_parser().parse_args(["train", *worker_argv(resume)]).resume == str(tmp_path / "run")
+
+
+def test_the_launcher_checks_the_config_and_its_flags_before_starting_workers(tmp_path, capsys):
+    from lugha.cli import main
+
+    cfg = str(REPO / "configs" / "test-tiny.yaml")
+    assert main(["train", cfg, "--set", "optim.lr=fast", "--out", str(tmp_path / "r"), "--nproc-per-node", "2"]) == 1
+    assert "optim.lr" in capsys.readouterr().err and not (tmp_path / "r").exists()
+    assert main(["train", cfg, "--out", str(tmp_path / "r"), "--nnodes", "2", "--rdzv-endpoint", "node0:29500"]) == 1
+    assert "--nproc-per-node" in capsys.readouterr().err
