@@ -18,7 +18,7 @@ schedule; any field can be changed on the command line with --set (dotted keys, 
       --set model_overrides.adapter.kind=projection
   lugha train --resume runs/demo                   # continue where it stopped (same result)
   lugha train configs/default.yaml --out runs/ddp --nproc-per-node 4          # 4 GPUs (or CPU processes)
-  lugha train configs/default.yaml --out runs/ddp --nproc-per-node 8 \
+  lugha train configs/default.yaml --out runs/ddp --nproc-per-node 8 \\
       --nnodes 2 --rdzv-endpoint node0:29500       # the same command on both nodes
 
 Many processes: --nproc-per-node N starts N workers through torchrun (DistributedDataParallel; NCCL on
