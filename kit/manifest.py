@@ -293,6 +293,8 @@ def verify_files(bundle_dir: str | os.PathLike, m: BundleManifest, show_progress
 
 # --- read / write ------------------------------------------------------------------------------------
 
+MAX_MANIFEST_BYTES = 64 << 20  # real manifests are tens of kB (hundreds with many gate cells)
+
 def bundle_root(path: str | os.PathLike) -> Path:
     """The bundle folder, given the folder or its manifest.json."""
     p = Path(path)
@@ -303,15 +305,17 @@ def read_manifest_json(bundle_dir: str | os.PathLike) -> BundleManifest:
     """Parse and type-check manifest.json without touching the files it lists."""
     path = bundle_root(bundle_dir) / MANIFEST_NAME
     if not path.is_file():
-        root = path.parent
-        aside = sorted(root.parent.glob(f".{root.name}.old-*")) if not root.exists() else []
-        hint = (f"; an interrupted export left the previous bundle at {aside[-1]}: rename it back, or export "
-                "again (which does)") if aside else " (is this a bundle folder?)"
-        raise MissingFileError(f"{path}: no {MANIFEST_NAME}{hint}")
+        aside = [] if path.parent.exists() else sorted(path.parent.parent.glob(f".{path.parent.name}.old-*"))
+        raise MissingFileError(f"{path}: no {MANIFEST_NAME}" + (f"; an interrupted export left the previous bundle "
+                               f"at {aside[-1]}: rename it back" if aside else " (is this a bundle folder?)"))
+    if path.stat().st_size > MAX_MANIFEST_BYTES:  # a bundle is input from elsewhere: never read a huge one whole
+        raise BundleError(f"{path}: {path.stat().st_size:,} bytes > {MAX_MANIFEST_BYTES:,}; not a lugha manifest")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise BundleError(f"{path}: not valid JSON ({e})") from None
+    except RecursionError:  # [[[[... deep enough to exhaust the parser
+        raise BundleError(f"{path}: JSON nested too deep to parse (malformed_json)") from None
     if not isinstance(data, dict):
         raise ConfigError("manifest", f"expected an object, got {type(data).__name__}")
     version = data.get("schema_version")

@@ -237,3 +237,10 @@ def test_copies_left_by_a_killed_process_are_swept(tiny, tmp_path):
     assert top.is_dir()  # nothing cleaned it up
     open_bundle(archive, precision="fp32").close()
     assert not top.exists()
+
+
+def test_a_parser_crashing_manifest_is_a_bundle_error(tmp_path, capsys):
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "manifest.json").write_bytes(b"[" * 100_000)
+    assert main(["bundle", "verify", str(tmp_path / "b")]) == 1  # was a RecursionError traceback
+    assert "nested too deep" in capsys.readouterr().err
