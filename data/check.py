@@ -162,7 +162,8 @@ class _Row:
 def default_paths(manifest: str | os.PathLike, opts: CheckOptions) -> tuple[Path, Path, Path]:
     """(cleaned manifest, skip list, fixed-image folder) for ``manifest`` under ``opts``."""
     manifest = Path(manifest)
-    stem = manifest.name[: -len(".jsonl")] if manifest.name.endswith(".jsonl") else manifest.stem
+    name = manifest.name[: -len(".gz")] if manifest.name.endswith(".gz") else manifest.name  # read streaming
+    stem = name[: -len(".jsonl")] if name.endswith(".jsonl") else Path(name).stem
     out = Path(opts.out) if opts.out else manifest.with_name(f"{stem}.clean.jsonl")
     skipped = Path(opts.skipped) if opts.skipped else manifest.with_name(f"{stem}.skipped.jsonl")
     fixed = Path(opts.fixed_dir) if opts.fixed_dir else out.parent / f"{stem}.fixed"

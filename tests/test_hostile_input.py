@@ -243,3 +243,12 @@ def test_a_broken_csv_table_is_a_data_error_naming_the_line(tmp_path):
     table.write_bytes(b"image,text\na.jpg,ok\na.jpg," + b"x" * (200 << 10) + b"\n")
     with pytest.raises(DataError, match=r"t.csv: cannot read as a table after line 2 .*field larger than field limit"):
         get_importer("csv")(table, lang="sw")
+
+
+def test_data_check_reads_a_gz_manifest_as_a_stream(tmp_path):
+    bi.good_jpeg(tmp_path / "a.jpg")
+    with gzip.open(tmp_path / "m.jsonl.gz", "wb") as f:
+        f.write(row(1) + b"\n" + SURROGATE + b"\n")
+    rep = check_manifest(tmp_path / "m.jsonl.gz", CheckOptions(workers=1, min_per_split=0))
+    assert (rep.rows, rep.kept, rep.counts) == (2, 1, {"invalid_unicode": 1})
+    assert rep.outputs["clean"] == str(tmp_path / "m.clean.jsonl")
