@@ -138,6 +138,7 @@ def bundle_size(bundle: Path) -> int:
     return sum(p.stat().st_size for p in bundle.rglob("*") if p.is_file())
 
 
+@pytest.mark.slow
 def test_export_on_a_full_disk_leaves_no_partial_bundle_and_says_why(run_and_bundle, tmp_path):
     run, previous = run_and_bundle
     size = bundle_size(previous)
@@ -171,6 +172,7 @@ def _manifest_bytes(bundle: Path) -> bytes:
     return (bundle / "manifest.json").read_bytes()
 
 
+@pytest.mark.slow
 def test_kill_9_during_export_leaves_the_previous_bundle_intact(run_and_bundle, tmp_path):
     run, previous = run_and_bundle
     out = Path(shutil.copytree(previous, tmp_path / "bundle"))
@@ -186,6 +188,7 @@ def test_kill_9_during_export_leaves_the_previous_bundle_intact(run_and_bundle, 
     assert _manifest_bytes(out) == before
 
 
+@pytest.mark.slow
 def test_kill_9_at_the_moment_the_old_bundle_goes_leaves_a_complete_bundle(run_and_bundle, tmp_path):
     """The worst moment: the old bundle has just been removed or moved aside, the new one not yet in place.
     The child kills itself there (as kill -9 would), whichever way this code swaps folders."""
