@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 
-from lugha.errors import MissingDependencyError
 from lugha.manifest import GraphSpec
 from lugha.runtimes.tflite_io import SignatureSet
 
@@ -33,11 +32,10 @@ def onnx_runner(path: str | Path, threads: int | None = None, spec: GraphSpec | 
 
 
 def tflite_interpreter(path: str | Path, threads: int | None = None):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
-        raise MissingDependencyError("running TFLite graphs needs ai-edge-litert: pip install 'lugha[litert]'") from None
-    return Interpreter(model_path=str(path), num_threads=threads)
+    """A LiteRT interpreter from the runtimes' engine table (BackendNotInstalledError names the pip extra)."""
+    from lugha.runtimes.backends import import_engine
+
+    return import_engine("litert").Interpreter(model_path=str(path), num_threads=threads)
 
 
 def tflite_signatures(path: str | Path, spec: ExportSpec, pad_ids: dict[str, int] | None = None,
