@@ -13,7 +13,6 @@ McNemar test, Holm-corrected over the comparisons of one family (lugha.training.
 export gate's statistics), never a bare difference. --quick: a smaller budget that runs on the demo on a
 CPU in minutes (after the one-off feature caching); the same command runs on your own manifest unchanged.
 Writes OUT/{name}.json (schema: docs/experiments.md) and OUT/{name}.html (inline SVG plots, no network).
-Runs go under --work (default OUT/work-{name}); a rerun with the same settings reuses them.
 """
 
 BASELINES = """Does the image help? Text alone vs text + image, on a learning curve, per language.
@@ -35,7 +34,8 @@ TRANSFER = """Which source language helps a target? Does a close source beat Eng
 One adapter per source language (default: projection, towers frozen; --adapter lora trains the text
 tower too), trained on that language alone, tested on every target: a source x target heatmap of R@1.
 Per target, the best other source (chosen on --select-split, not on the test split) against English as
-the source, and each language's ISO 15924 script and Glottolog family.
+the source, and each language's ISO 15924 script and Glottolog family. Runs go under --work (default
+OUT/work-transfer); a rerun with the same settings reuses them.
 """ + COMMON.format(name="transfer")
 
 FORGETTING = """Adaptation vs retention: how much English does adapting to the targets cost?
@@ -47,7 +47,8 @@ An English source model (projection adapter), then LoRA adapted to the target la
 (rank, lr, steps) of --grid, and a reference LoRA trained on all the target data. Plot: English kept
 (% of the source) against target reached (% of the reference), with the survey's thresholds (--keep
 0.95, --reach 0.80); the report says which settings meet both, by point estimate and as shown by the
-paired non-inferiority cells of the export gate.
+paired non-inferiority cells of the export gate. Runs go under --work (default OUT/work-forgetting); a
+rerun with the same settings reuses them.
 """ + COMMON.format(name="forgetting")
 
 
@@ -60,7 +61,9 @@ def _common(p: argparse.ArgumentParser, name: str) -> None:
     p.add_argument("--model", default=None, help="model config name (default: lowclip-lite0-e5small)")
     p.add_argument("--out", type=user_path, default="lugha-experiments", metavar="DIR",
                    help=f"where {name}.json and {name}.html go (default: ./lugha-experiments)")
-    p.add_argument("--work", type=user_path, default=None, metavar="DIR", help=f"runs (default: OUT/work-{name})")
+    if name != "baselines":  # baselines trains heads in memory: no run folders
+        p.add_argument("--work", type=user_path, default=None, metavar="DIR",
+                       help=f"the trained runs, reused by a rerun with the same settings (default: OUT/work-{name})")
     p.add_argument("--quick", action="store_true", help="the small budget (CI, a first look)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--seed", type=int, default=0)
@@ -79,8 +82,8 @@ def configure_questions(sub) -> None:
     p.add_argument("--languages", default="", help="languages to train and test (default: all)")
     p.add_argument("--label-field", default="label", choices=("label", "subgroup"))
     p.add_argument("--head", default="early", choices=("early", "late", "prototype"))
-    p.add_argument("--steps", type=int, default=None, help="steps per head (default 300; --quick 100)")
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--steps", type=int, default=None, help="steps per head (default 600; --quick 300)")
+    p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--init-from", type=user_path, default=None, metavar="RUN", help="a retrieval run whose projections to use")
     p.set_defaults(_run=run_baselines_cmd)
 
@@ -160,7 +163,7 @@ def run_baselines_cmd(args: argparse.Namespace) -> int:
     from lugha.training.exp_baselines import BaselinesExperiment, render_html, run_baselines
     from lugha.training.exp_common import Budget
 
-    budget = Budget(steps=args.steps or (100 if args.quick else 300), batch_size=args.batch_size, lr=args.lr,
+    budget = Budget(steps=args.steps or (300 if args.quick else 600), batch_size=args.batch_size, lr=args.lr,
                     seed=args.seed, threads=args.threads)
     sizes = tuple(int(x) for x in _list(args.sizes))
     exp = BaselinesExperiment(manifest=args.data, model=args.model or DEFAULT_MODEL, languages=_list(args.languages),

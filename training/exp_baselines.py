@@ -38,7 +38,7 @@ class BaselinesExperiment:
     sizes: tuple[int, ...] = (500, 1000, 2000)
     label_field: str = "label"
     head: str = "early"
-    budget: Budget = field(default_factory=lambda: Budget(steps=300, lr=1e-3))
+    budget: Budget = field(default_factory=lambda: Budget(steps=600, lr=3e-3))
     init_from: str | None = None
     cache_dir: str | None = None
 
@@ -50,30 +50,58 @@ class BaselinesExperiment:
 
 
 def _features(exp: BaselinesExperiment, show_progress: bool):
-    """(train HeadData, test HeadData, classes): frozen towers, projected once."""
-    from lugha.training.classify import freeze, load_features_for, load_frozen_model, split_classes
+    """(train HeadData of the first max(sizes) rows of the seeded order, test HeadData, classes, test row ids):
+    frozen towers, projected once. Only the rows the largest arm trains on go through the text tower (the
+    rest of the split would be cached for nothing); the image features are the whole split's cache."""
+    from lugha.training.classify import freeze, labelled_pairs, load_features_for, load_frozen_model, split_classes
     from lugha.training.feature_cache import frozen_weights_digest
     from lugha.training.fusion import project_features
     from lugha.training.train_config import ClassifyConfig, DataConfig, RuntimeConfig, TrainConfig, resolve_paths
 
     cfg = resolve_paths(TrainConfig(
         model=exp.model, task="classify", model_overrides={} if exp.init_from else {"adapter.kind": "projection"},
-        classify=ClassifyConfig(head=exp.head, label_field=exp.label_field,
-                                                                  init_from=exp.init_from),
+        classify=ClassifyConfig(head=exp.head, label_field=exp.label_field, init_from=exp.init_from),
         data=DataConfig(manifest=exp.manifest, languages=exp.languages, batch_size=exp.budget.batch_size,
                         cache_dir=exp.cache_dir), runtime=RuntimeConfig(seed=exp.budget.seed, precision="fp32")))
     model, tok, model_cfg = load_frozen_model(cfg)
     digest = frozen_weights_digest(model)
-    fixed = dict(kind=exp.head, digest=digest, grid=3, max_tokens=24, batch_size=exp.budget.batch_size, device="cpu",
-                 autocast=contextlib.nullcontext, precision="fp32", cache_dir=cfg.data.cache_dir,
+    fixed = dict(digest=digest, batch_size=exp.budget.batch_size, device="cpu", autocast=contextlib.nullcontext,
                  show_progress=show_progress)
-    loaded = {s: load_features_for(model, model_cfg, tok, cfg.data.manifest, s, exp.languages, exp.label_field, **fixed)
-              for s in ("train", "test")}
+    pairs = labelled_pairs(cfg.data.manifest, "train", exp.languages, exp.label_field)
+    order = np.random.default_rng(exp.budget.seed).permutation(len(pairs))[:max(exp.sizes)]
+    train_feats = _cached(model, model_cfg, tok, _take(pairs, order), cfg.data.cache_dir, **fixed)
+    test_pairs, test_feats = load_features_for(model, model_cfg, tok, cfg.data.manifest, "test", exp.languages,
+                                               exp.label_field, kind=exp.head, grid=3, max_tokens=24,
+                                               precision="fp32", cache_dir=cfg.data.cache_dir, **fixed)
     freeze(model)
-    classes = split_classes(loaded["train"][0].labels, f"{exp.manifest} split 'train'")
-    train, test = (project_features(model, feats, pairs, classes) for pairs, feats in (loaded["train"], loaded["test"]))
-    ids = [getattr(r, "id", "") or f"{r.lang}:{r.group_key}:{r.text}" for r in loaded["test"][0].records]
-    return train, test, classes, ids
+    classes = split_classes(pairs.labels, f"{exp.manifest} split 'train'")
+    train = project_features(model, train_feats, _take(pairs, order), classes)
+    test = project_features(model, test_feats, test_pairs, classes)
+    ids = [getattr(r, "id", "") or f"{r.lang}:{r.group_key}:{r.text}" for r in test_pairs.records]
+    return train, test, classes, ids, len(pairs)
+
+
+def _take(pairs, rows: np.ndarray):
+    """The labelled pairs ``rows`` (in that order); the image list stays the split's, so its cache key does."""
+    import copy
+
+    out = copy.copy(pairs)
+    out.records, out.image_index, out.langs = [pairs.records[i] for i in rows], pairs.image_index[rows], pairs.langs[rows]
+    out.groups, out.texts = [pairs.groups[i] for i in rows], [pairs.texts[i] for i in rows]
+    out.labels = [pairs.labels[i] for i in rows]
+    return out
+
+
+def _cached(model, model_cfg, tok, pairs, cache_dir, *, digest, batch_size, device, autocast, show_progress):
+    from lugha.training.data import ImageStore
+    from lugha.training.feature_cache import FeatureCache
+    from lugha.training.fusion import cache_features
+
+    store = ImageStore(pairs.image_paths, model_cfg.preprocess, cache_dir)
+    store.build(0, show_progress)
+    fc = FeatureCache(digest, model_cfg.to_dict(), "fp32", cache_dir)
+    return cache_features(model, tok, pairs, store, fc, batch_size=batch_size, device=device, autocast=autocast,
+                          desc="train", show_progress=show_progress)
 
 
 def _subset(data, rows: np.ndarray, text_only: bool):
@@ -112,12 +140,11 @@ def run_baselines(exp: BaselinesExperiment, say: Callable[[str], None] = print, 
     from lugha.training.optim import torch_threads
 
     with torch_threads(exp.budget.threads):
-        train, test, classes, ids = _features(exp, show_progress)
-        rows = np.flatnonzero(train.labels >= 0)
-        order = np.random.default_rng(exp.budget.seed).permutation(rows)
+        train, test, classes, ids, n_labelled = _features(exp, show_progress)
+        order = np.arange(len(train))  # already the seeded order
         sizes = sorted({min(n, len(order)) for n in exp.sizes})
         langs = sorted(set(test.langs.tolist()))
-        say(f"{len(classes)} classes; {len(order)} labelled training rows; sizes {sizes}; test {len(test)} rows, "
+        say(f"{len(classes)} classes; {n_labelled} labelled training rows; sizes {sizes}; test {len(test)} rows, "
             f"{len(langs)} languages")
         arms, hits = [], {}
         with tqdm(total=2 * len(sizes), desc="heads", unit="head", disable=not show_progress) as bar:
@@ -136,7 +163,7 @@ def run_baselines(exp: BaselinesExperiment, say: Callable[[str], None] = print, 
     majority = int(np.bincount(train.labels[order[:sizes[-1]]]).argmax())
     chance = {lang: float((test.labels[test.langs == lang] == majority).mean()) for lang in langs}
     gains, pooled = _gains(hits, test.langs, ids, sizes, langs)
-    report = {"experiment": "baselines", "protocol": _protocol(exp, classes, len(order), sizes, test, langs),
+    report = {"experiment": "baselines", "protocol": _protocol(exp, classes, n_labelled, sizes, test, langs),
               "languages": langs, "arms": arms, "majority_acc": chance, "gains": gains, "pooled_gains": pooled}
     report["summary"] = _summary(report)
     return report
