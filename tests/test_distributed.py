@@ -30,19 +30,20 @@ REPO = Path(__file__).resolve().parents[1]
 TOWER = "{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 64, " \
         "hidden_dropout_prob: 0, attention_probs_dropout_prob: 0}"
 SETTINGS = ["data.languages=[en, sw, yo]", "data.batch_size=16", "loop.epochs=10", "loop.eval_every=5",
-            "loop.checkpoint_every=2", "model_overrides.adapter.dropout=0.0", f"model_overrides.text_tower.tiny={TOWER}"]
+            "loop.checkpoint_every=2"]
+NO_DROPOUT = ["model_overrides.adapter.dropout=0.0", f"model_overrides.text_tower.tiny={TOWER}"]
 
 
-def sets(manifest, cache) -> list[str]:
-    return [f"data.manifest={manifest}", f"data.cache_dir={cache}", *SETTINGS]
+def sets(manifest, cache, dropout: bool = False) -> list[str]:
+    return [f"data.manifest={manifest}", f"data.cache_dir={cache}", *SETTINGS, *([] if dropout else NO_DROPOUT)]
 
 
 def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "lugha.cli", "train", str(REPO / "configs" / "test-tiny.yaml"), *args]
 
 
-def set_flags(manifest, cache) -> list[str]:
-    return [x for s in sets(manifest, cache) for x in ("--set", s)]
+def set_flags(manifest, cache, dropout: bool = False) -> list[str]:
+    return [x for s in sets(manifest, cache, dropout) for x in ("--set", s)]
 
 
 def rows(run) -> list[dict]:
@@ -67,16 +68,24 @@ def assert_rows_close(a: list[dict], b: list[dict], atol: float) -> None:
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def two_procs(demo_small, tmp_path_factory) -> Path:
-    """An uninterrupted 2-process run."""
-    tmp = tmp_path_factory.mktemp("ddp")
-    proc = subprocess.run(cli(*set_flags(demo_small, tmp / "cache"), "--out", str(tmp / "two"), "--nproc-per-node",
-                              "2", "--json"), env=ENV, capture_output=True, text=True, timeout=600)
+def run_two(manifest, tmp: Path, dropout: bool) -> Path:
+    """An uninterrupted 2-process run in ``tmp / "two"``."""
+    proc = subprocess.run(cli(*set_flags(manifest, tmp / "cache", dropout), "--out", str(tmp / "two"),
+                              "--nproc-per-node", "2", "--json"), env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout[proc.stdout.index("{"):])  # rank 0's report, once
     assert outcome["stopped"] == "done" and outcome["steps"] == 70
     return tmp / "two"
+
+
+@pytest.fixture(scope="module")
+def two_procs(demo_small, tmp_path_factory) -> Path:
+    return run_two(demo_small, tmp_path_factory.mktemp("ddp"), dropout=False)
+
+
+@pytest.fixture(scope="module")
+def two_procs_dropout(demo_small, tmp_path_factory) -> Path:
+    return run_two(demo_small, tmp_path_factory.mktemp("ddp_dropout"), dropout=True)
 
 
 @pytest.mark.slow
@@ -109,10 +118,9 @@ def _worker_pid(agent: int, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.slow
-def test_kill_9_of_one_rank_then_resume_ends_like_an_uninterrupted_run(demo_small, two_procs, tmp_path):
-    run, cache = tmp_path / "killed", two_procs.parent / "cache"
-    agent = subprocess.Popen(cli(*set_flags(demo_small, cache), "--out", str(run), "--nproc-per-node", "2",
+def kill_rank_1_then_resume(manifest, cache: Path, run: Path, dropout: bool) -> None:
+    """Start a 2-process run, kill -9 rank 1 once a checkpoint past step 6 exists, then --resume it."""
+    agent = subprocess.Popen(cli(*set_flags(manifest, cache, dropout), "--out", str(run), "--nproc-per-node", "2",
                                  "--quiet"), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     meta, deadline, victim = run / "last" / "meta.json", time.monotonic() + 300, None
     while time.monotonic() < deadline and agent.poll() is None:
@@ -129,20 +137,39 @@ def test_kill_9_of_one_rank_then_resume_ends_like_an_uninterrupted_run(demo_smal
     assert agent.returncode != 0 and "--resume" in err, err[-2000:]  # torchrun stopped rank 0 and said how
     killed_at = json.loads((run / "last" / "meta.json").read_text())["step"]
     assert 6 <= killed_at < 70
-    shutil.copytree(run, tmp_path / "one_resumes")
-
+    shutil.copytree(run, run.with_name(run.name + "_copy"))
     resumed = subprocess.run([sys.executable, "-m", "lugha.cli", "train", "--resume", str(run), "--nproc-per-node",
                               "2", "--quiet"], env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert rows(run) == rows(two_procs)  # CPU, fixed seed: identical to the uninterrupted 2-process run
-    for which in ("last", "best"):
-        w, ref = weights(run, which), weights(two_procs, which)
-        assert w.keys() == ref.keys() and all(torch.equal(w[k], ref[k]) for k in w), which
 
+
+def assert_same_run(run: Path, ref: Path) -> None:
+    assert rows(run) == rows(ref)
+    for which in ("last", "best"):
+        w, r = weights(run, which), weights(ref, which)
+        assert w.keys() == r.keys() and all(torch.equal(w[k], r[k]) for k in w), which
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_rank_then_resume_ends_like_an_uninterrupted_run(demo_small, two_procs, tmp_path):
+    run = tmp_path / "killed"
+    kill_rank_1_then_resume(demo_small, two_procs.parent / "cache", run, dropout=False)
+    assert_same_run(run, two_procs)  # CPU, fixed seed: identical to the uninterrupted 2-process run
     # the 2-process checkpoint resumes in one process too (same global batch: the same run to ~1e-6)
-    one = train(None, tmp_path / "one_resumes", resume=True, show_progress=False, say=lambda m: None)
+    one = train(None, tmp_path / "killed_copy", resume=True, show_progress=False, say=lambda m: None)
     assert one.step == 70
-    assert_rows_close(rows(tmp_path / "one_resumes"), rows(two_procs), atol=1e-5)
+    assert_rows_close(rows(tmp_path / "killed_copy"), rows(two_procs), atol=1e-5)
+
+
+@pytest.mark.slow
+def test_with_dropout_each_rank_resumes_its_own_random_stream(demo_small, two_procs_dropout, tmp_path):
+    """LoRA's and the tower's dropout draw per rank (other rows, other caption lengths): the checkpoint keeps
+    every rank's RNG, so a killed and resumed run still ends exactly where the uninterrupted one does."""
+    run = tmp_path / "killed"
+    kill_rank_1_then_resume(demo_small, two_procs_dropout.parent / "cache", run, dropout=True)
+    state = torch.load(run / "last" / "state.pt", weights_only=True)
+    assert len(state["rng_ranks"]) == 2 and not torch.equal(*(r["torch"] for r in state["rng_ranks"]))
+    assert_same_run(run, two_procs_dropout)
 
 
 def test_each_rank_reads_a_contiguous_slice_of_every_global_batch():
