@@ -7,13 +7,14 @@
 * ``data.batch_size`` is the global batch. An epoch's batches are a pure function of (seed, epoch)
   (:func:`lugha.training.data.epoch_batches`); rank r of W takes the r-th contiguous slice of each
   (:func:`rank_batches`) and reads only those rows. Resuming at batch k replays the same slices, and a
-  checkpoint written by 2 ranks resumes on 1 or 4.
+  checkpoint resumes on any number of ranks (``tests/test_distributed.py``: written by 2, resumed by 1).
 * The contrastive loss sees the global batch: each rank's embeddings are gathered with their gradients
   (:func:`gather_with_grad`, open_clip's idea), so every rank computes the loss of all W slices together;
   DistributedDataParallel averages the W identical-loss gradients into that loss's gradient. N ranks of
   B/N rows train like one process with B rows (fp32 on CPU: the same losses to ~1e-6).
 * Rank 0 validates (the report is broadcast, so best and patience agree everywhere) and writes the log and
-  the checkpoints; they hold the unwrapped model's trainable tensors, loadable by any world size.
+  the checkpoints; they hold the unwrapped model's trainable tensors, loadable by any world size, and every
+  rank's RNG state, so a resume on the same number of ranks draws the same dropout masks (exact on CPU).
 """
 from __future__ import annotations
 
