@@ -7,6 +7,7 @@ step per component. Vectors are L2-normalised on the way in: scores are cosine s
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -116,7 +117,7 @@ class EmbeddingIndex:
         try:
             with np.load(path, allow_pickle=False) as z:
                 data = {k: z[k] for k in z.files}
-        except (OSError, ValueError) as e:
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:  # a torn file: EOF, or no zip directory
             raise DataError(f"{path}: not an embedding index ({e})") from None
         missing = {"format", "precision", "vectors", "scales", "ids"} - set(data)
         if missing:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lugha.atomic import FULL_ERRNOS, atomic_write_bytes
 from lugha.errors import DataError
 
 # Columns added later (uploads.bytes, feedback.review/reviewed) are added in place by ALTER TABLE: readers
@@ -85,15 +86,20 @@ FEEDBACK_FIELDS = ("session", "tester_lang", "mode", "lang", "query_text", "quer
                    "on_phone")
 
 
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # some filesystems (and Windows) cannot open a folder; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+_SQLITE_FULL = 13  # "database or disk is full"
+
+
+def _why(e: OSError) -> str:
+    """Why a photo write failed, for the phone: the cause, never the server's paths."""
+    if e.errno in FULL_ERRNOS:
+        return "the server's disk is full"
+    return os.strerror(e.errno) if e.errno else type(e).__name__
+
+
+def _refuse_if_full(e: sqlite3.OperationalError, what: str) -> None:
+    """A write SQLite could not make because the card is full becomes a refusal the phone is shown."""
+    if getattr(e, "sqlite_errorcode", None) == _SQLITE_FULL or "full" in str(e).lower():
+        raise StorageRefused(f"{what} was not saved: the server's disk is full (free space on it)") from None
 
 
 class FeedbackDB:
@@ -152,9 +158,13 @@ class FeedbackDB:
 
     # -- consent -------------------------------------------------------------------------------------
     def record_consent(self, session: str, tester_lang: str) -> None:
-        with self._lock, self._conn:
-            self._conn.execute("INSERT OR REPLACE INTO consent VALUES (?, ?, ?, ?)",
-                               (session, tester_lang, CONSENT_VERSION, time.time()))
+        try:
+            with self._lock, self._conn:
+                self._conn.execute("INSERT OR REPLACE INTO consent VALUES (?, ?, ?, ?)",
+                                   (session, tester_lang, CONSENT_VERSION, time.time()))
+        except sqlite3.OperationalError as e:
+            _refuse_if_full(e, "the consent")
+            raise
 
     def consent(self, session: str | None) -> str | None:
         """The tester language a session consented with, or None (no consent: nothing may be stored)."""
@@ -170,27 +180,30 @@ class FeedbackDB:
         (nothing written) when a quota or the disk's reserve would be broken."""
         sha = hashlib.sha256(data).hexdigest()
         name = f"{sha}.{ext}"
-        self.uploads_dir.mkdir(parents=True, exist_ok=True)
         final = self.uploads_dir / name
+        try:
+            self.uploads_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StorageRefused(f"the photo was not stored: {_why(e)}") from None
         with self._upload_lock:
             if self.upload_path(sha) is None:  # a photo already stored costs nothing more
                 self._check_quota(session, len(data))
-            if not final.exists():
-                tmp = final.with_name(f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-                try:
-                    with open(tmp, "xb") as f:
-                        f.write(data)
-                        f.flush()
-                        os.fsync(f.fileno())
-                    os.replace(tmp, final)
+            written = not final.exists()
+            if written:
+                try:  # unique temp name, fsync of file and folder; on failure the temp file is gone
+                    atomic_write_bytes(final, data)
                 except OSError as e:  # the disk filled up between the check and the write
-                    tmp.unlink(missing_ok=True)
-                    raise StorageRefused(f"the photo was not stored: {e.strerror or e}") from None
-                _fsync_dir(self.uploads_dir)
-            with self._lock, self._conn:
-                self._conn.execute("INSERT OR IGNORE INTO uploads (sha256, file, width, height, session, created, "
-                                   "bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                   (sha, name, width, height, session, time.time(), len(data)))
+                    raise StorageRefused(f"the photo was not stored: {_why(e)}") from None
+            try:
+                with self._lock, self._conn:
+                    self._conn.execute("INSERT OR IGNORE INTO uploads (sha256, file, width, height, session, "
+                                       "created, bytes) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                       (sha, name, width, height, session, time.time(), len(data)))
+            except sqlite3.OperationalError as e:  # no row names the photo: it must not linger unaccounted
+                if written:
+                    final.unlink(missing_ok=True)
+                _refuse_if_full(e, "the photo")
+                raise
         return sha
 
     def upload_usage(self, session: str | None = None) -> tuple[int, int]:
@@ -235,6 +248,9 @@ class FeedbackDB:
                 return int(self._conn.execute(sql, values).lastrowid)
         except sqlite3.IntegrityError as e:
             raise DataError(f"feedback: rejected by the database ({e})") from None
+        except sqlite3.OperationalError as e:
+            _refuse_if_full(e, "the judgment")
+            raise
 
     def feedback_rows(self) -> Iterator[dict[str, Any]]:
         with self._lock:

@@ -13,13 +13,16 @@ import hashlib
 import io
 import json
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from lugha.atomic import atomic_path
 from lugha.errors import DataError
+from lugha.image_io import ImageFileError, open_image, read_image_bytes
 from lugha.manifest import GraphSpec, resolve_in_bundle
 from lugha.paths import lugha_home
 from lugha.progress import progress
@@ -128,26 +131,26 @@ class FieldEngine:
     def index_gallery(self, folder: Path) -> None:
         """Embed every gallery image once; the index is cached on disk under a key of the image graph and
         the files' names, sizes and times, so a restart of the Pi costs a file read, not a re-embedding."""
-        from lugha.runtimes.serve_security import RequestRejected, decode_upload
+        from lugha.runtimes.serve_security import RequestRejected, UploadPolicy, decode_upload
 
         if not folder.is_dir():
             raise DataError(f"--gallery {folder}: not a folder")
         items = list_gallery(folder)
         self.gallery_key = self._gallery_key(items)
         cache = self.cache_dir / f"gallery-{self.gallery_key}.npz"
-        if cache.is_file():
-            index = EmbeddingIndex.load(cache)
-            keep = {str(i) for i in index.ids}
-            self.gallery = [it for it in items if str(it.id) in keep]
+        index = self._load_cache(cache, {it.id for it in items})
+        if index is not None:
+            keep = {int(i) for i in index.ids}
+            self.gallery = [it for it in items if it.id in keep]
             self._by_id = {it.id: it for it in self.gallery}
             self.gallery_index = index
             return
         good, vectors = [], []
         for it in progress(items, desc="indexing gallery"):
             try:  # the same checks as a phone upload: a gallery file is untrusted input too
-                image, _ = decode_upload(it.path.read_bytes())
-            except RequestRejected as e:
-                self.skipped.append(f"{it.name}: {e}")
+                image, _ = decode_upload(read_image_bytes(it.path, UploadPolicy().max_bytes))
+            except (RequestRejected, ImageFileError) as e:  # ImageFileError: a FIFO, a device, too big, gone
+                self.skipped.append(f"{it.name}: {e.reason if isinstance(e, ImageFileError) else e}")
                 continue
             with self.lock:
                 vectors.append(self.bundle.embed_image([image])[0])
@@ -157,10 +160,26 @@ class FieldEngine:
         dim = vectors[0].shape[0] if vectors else 1
         self.gallery_index = EmbeddingIndex.from_embeddings(np.stack(vectors) if vectors else np.zeros((0, dim)),
                                                             ids=np.array([it.id for it in good], np.int64))
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(cache.name + ".tmp")
-        self.gallery_index.save(tmp)
-        os.replace(tmp, cache)
+        try:  # unique temp name, fsync of file and folder: a power cut leaves the old cache or the new one
+            with atomic_path(cache) as tmp:
+                self.gallery_index.save(tmp)
+        except OSError as e:  # a full card: serve anyway, index again at the next start
+            sys.stderr.write(f"[serve] gallery index not cached ({e}); it is rebuilt at the next start\n")
+
+    def _load_cache(self, cache: Path, ids: set[int]) -> EmbeddingIndex | None:
+        """The cached gallery index, or None when there is none or it is torn or wrong (then it is removed
+        and rebuilt: a cache is never a reason not to start)."""
+        if not cache.is_file():
+            return None
+        try:
+            index = EmbeddingIndex.load(cache)
+            if not {int(i) for i in index.ids} <= ids or index.vectors.ndim != 2:
+                raise DataError(f"{cache}: does not match this gallery")
+            return index
+        except DataError as e:
+            sys.stderr.write(f"[serve] {e}: rebuilding the gallery index\n")
+            cache.unlink(missing_ok=True)
+            return None
 
     def gallery_item(self, item_id: int) -> GalleryItem | None:
         return self._by_id.get(item_id)
@@ -175,10 +194,13 @@ class FieldEngine:
 
             from lugha.preprocess import to_rgb
 
-            with Image.open(item.path) as im:
-                im.thumbnail((THUMB_SIDE, THUMB_SIDE))
-                buf = io.BytesIO()
-                to_rgb(im).save(buf, format="JPEG", quality=85)
+            try:  # a regular file, capped, and only the decoders listed: never Pillow's guess among all
+                with open_image(item.path) as im:
+                    im.thumbnail((THUMB_SIDE, THUMB_SIDE))
+                    buf = io.BytesIO()
+                    to_rgb(im).save(buf, format="JPEG", quality=85)
+            except (ImageFileError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                return None  # changed or removed since it was indexed: no thumbnail (404), not a 500
             if len(self._thumbs) < 2048:
                 self._thumbs[item_id] = buf.getvalue()
             return buf.getvalue()

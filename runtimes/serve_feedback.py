@@ -19,6 +19,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from lugha.atomic import atomic_path
 from lugha.records import Record, write_manifest
 from lugha.manifest import BundleManifest
 from lugha.runtimes.serve_db import FeedbackDB
@@ -72,9 +73,9 @@ def export_feedback(db: FeedbackDB | str | os.PathLike, out: str | os.PathLike,
             from lugha.hashing import sha256_file
 
             name = f"{sha256_file(src)}{src.suffix.lower()}"
-        images.mkdir(parents=True, exist_ok=True)
-        if not (images / name).exists():
-            shutil.copyfile(src, images / name)
+        if not (images / name).exists():  # whole or absent: a killed or disk-full export leaves no torn image
+            with atomic_path(images / name) as tmp:
+                shutil.copyfile(src, tmp)
         rel = f"{IMAGES_DIR}/{name}"
         for kind, text in pairs:
             key = (rel, text, row["lang"])

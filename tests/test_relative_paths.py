@@ -108,6 +108,11 @@ def test_every_path_command_with_relative_paths(tmp_path):
 
     # feedback export from a relative --db into a relative --out
     (work / "img0.png").write_bytes(photo(seed=2))
-    _filled_db(work / "judged.sqlite", work / "img0.png").close()
+    db = _filled_db(work / "judged.sqlite", work / "img0.png")
+    # only reviewed rows are exported by default: approve them as the admin page's review does
+    assert db.set_review([r["id"] for r in db.review_queue()], approve=True) == 4
+    db.close()
     lugha(work, "feedback", "export", "--db", "judged.sqlite", "--out", "next/manifest.jsonl")
-    assert (work / "next" / "manifest.jsonl").read_text(encoding="utf-8").count("\n") == 3
+    rows = [json.loads(line) for line in (work / "next" / "manifest.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 3
+    assert all((work / "next" / r["image"]).is_file() for r in rows)  # images copied beside the relative --out

@@ -85,7 +85,7 @@ def test_kill_9_mid_write_loses_no_acknowledged_feedback(field_bundle, tmp_path)
                         acked[json.loads(data)["id"]] = caption
                 i += 1
 
-        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(20)]  # 20 phones posting at once
         for t in threads:
             t.start()
         target = 40 * (round_no + 1)
