@@ -6,6 +6,7 @@ export never leaves a bundle that looks usable.
 """
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -19,6 +20,7 @@ from lugha.atomic import replace_dir
 from lugha.errors import ConfigError
 from lugha.manifest import BundleManifest, GraphSpec, add_all_files, write_manifest
 from lugha.preprocess import preprocess_batch
+from lugha.runtimes.bundle_zip import sweep_stale
 from lugha.tokenizer import spec_for_model
 from lugha.vocabulary import FORMATS, PRECISIONS, REFERENCE_METRIC, metric_key  # noqa: F401 (FORMATS, PRECISIONS: re-exported)
 
@@ -74,8 +76,12 @@ def export_run(source: ExportSource, out: str | Path, opts: ExportOptions,
     if occupied and not opts.overwrite:
         raise ConfigError("--out", f"{out} exists; pass --overwrite or another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    scratch = Path(tempfile.mkdtemp(prefix="lugha-export-"))
+    # the pid in the names: what a kill -9 left behind is swept by the next export, a live one's never
+    staging_prefix, scratch_prefix = f".{out.name}.partial-", "lugha-export-"
+    sweep_stale(out.parent, staging_prefix)
+    sweep_stale(None, scratch_prefix)
+    staging = Path(tempfile.mkdtemp(prefix=f"{staging_prefix}{os.getpid()}-", dir=out.parent))
+    scratch = Path(tempfile.mkdtemp(prefix=f"{scratch_prefix}{os.getpid()}-"))
     try:
         report = _build(source, staging, scratch, opts, say)
         if opts.sign_key:

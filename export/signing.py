@@ -1,7 +1,8 @@
 """ed25519 signatures over a bundle's manifest.json (which holds the SHA-256 of every other file).
 
 Signing the manifest signs the whole bundle: a device checks the signature with the publisher's public
-key, then every file's hash against the signed manifest. Keys are PEM files (PKCS#8 private,
+key, then every file's hash against the signed manifest (that check is lugha.runtimes.signature's, the one
+``open_bundle``, ``serve``, ``doctor`` and ``bundle verify`` run). Keys are PEM files (PKCS#8 private,
 SubjectPublicKeyInfo public), as ``openssl genpkey -algorithm ed25519`` writes them. Needs the
 ``cryptography`` package; nothing else in lugha does.
 """
@@ -11,14 +12,9 @@ import base64
 import os
 from pathlib import Path
 
-from lugha.errors import BundleError, MissingDependencyError
+from lugha.errors import MissingDependencyError
 from lugha.manifest import MANIFEST_NAME, bundle_root
-
-SIGNATURE_NAME = "manifest.json.sig"  # beside manifest.json; base64 of the 64-byte ed25519 signature
-
-
-class SignatureError(BundleError):
-    """A bundle signature that is missing, malformed or does not match the key."""
+from lugha.runtimes.signature import SIGNATURE_NAME, SignatureError
 
 
 def _crypto():
@@ -43,16 +39,14 @@ def generate_keypair(private_path: str | os.PathLike, public_path: str | os.Path
     Path(public_path).write_bytes(pub)
 
 
-def _load(path: str | os.PathLike, private: bool):
+def _load_private(path: str | os.PathLike):
     serialization, ed25519 = _crypto()
     data = Path(path).read_bytes()
     try:
-        key = (serialization.load_pem_private_key(data, password=None) if private
-               else serialization.load_pem_public_key(data))
+        key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
-        raise SignatureError(f"{path}: not a PEM {'private' if private else 'public'} key ({e})") from None
-    want = ed25519.Ed25519PrivateKey if private else ed25519.Ed25519PublicKey
-    if not isinstance(key, want):
+        raise SignatureError(f"{path}: not a PEM private key ({e})") from None
+    if not isinstance(key, ed25519.Ed25519PrivateKey):
         raise SignatureError(f"{path}: not an ed25519 key ({type(key).__name__})")
     return key
 
@@ -60,31 +54,11 @@ def _load(path: str | os.PathLike, private: bool):
 def sign_bundle(bundle_dir: str | os.PathLike, private_key: str | os.PathLike) -> Path:
     """Sign ``manifest.json``; writes ``manifest.json.sig`` and returns its path."""
     root = bundle_root(bundle_dir)
-    key = _load(private_key, private=True)
+    key = _load_private(private_key)
     sig = key.sign((root / MANIFEST_NAME).read_bytes())
     out = root / SIGNATURE_NAME
     out.write_text(base64.b64encode(sig).decode("ascii") + "\n", encoding="ascii")
     return out
 
 
-def verify_bundle_signature(bundle_dir: str | os.PathLike, public_key: str | os.PathLike) -> None:
-    """Raise :class:`SignatureError` unless ``manifest.json.sig`` is a valid signature by the key."""
-    from cryptography.exceptions import InvalidSignature
-
-    root = bundle_root(bundle_dir)
-    key = _load(public_key, private=False)
-    sig_path = root / SIGNATURE_NAME
-    if not sig_path.is_file():
-        raise SignatureError(f"{root}: no {SIGNATURE_NAME} (the bundle is not signed)")
-    try:
-        sig = base64.b64decode(sig_path.read_text(encoding="ascii").strip(), validate=True)
-    except (ValueError, UnicodeDecodeError):
-        raise SignatureError(f"{sig_path}: not a base64 signature") from None
-    try:
-        key.verify(sig, (root / MANIFEST_NAME).read_bytes())
-    except InvalidSignature:
-        raise SignatureError(f"{sig_path}: signature does not match {MANIFEST_NAME} and {public_key} "
-                             "(tampered manifest, or another key)") from None
-
-
-__all__ = ["sign_bundle", "verify_bundle_signature", "generate_keypair", "SignatureError", "SIGNATURE_NAME"]
+__all__ = ["sign_bundle", "generate_keypair"]

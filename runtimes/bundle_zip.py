@@ -13,6 +13,7 @@ A bundle zip is copied from a laptop to a Pi by hand, so it is input, not code w
 """
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import stat
@@ -81,12 +82,13 @@ def manifest_member(names: list[str]) -> str:
     raise BundleError(f"no {MANIFEST_NAME} at the top of the zip or in its one folder (is this a bundle?)")
 
 
-def sweep_stale(tmp_root: str | None = None) -> int:
-    """Remove extraction folders whose process is gone (a ``kill -9`` skips every cleanup); returns how many."""
+def sweep_stale(tmp_root: str | os.PathLike | None = None, prefix: str = PREFIX) -> int:
+    """Remove folders ``<prefix><pid>-*`` whose process is gone (a ``kill -9`` skips every cleanup): this
+    module's extraction folders, or (``prefix=``) export's staging and scratch folders; returns how many."""
     root = Path(tmp_root or tempfile.gettempdir())
     removed = 0
-    for d in root.glob(f"{PREFIX}*-*"):
-        pid = d.name[len(PREFIX):].split("-", 1)[0]
+    for d in root.glob(f"{glob.escape(prefix)}*-*"):
+        pid = d.name[len(prefix):].split("-", 1)[0]
         if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)) or not d.is_dir():
             continue
         shutil.rmtree(d, ignore_errors=True)
