@@ -4,8 +4,9 @@ A checkpoint folder (``RUN/last``, ``RUN/best``) holds:
 
 * ``trainable.safetensors`` - the trainable tensors only (LoRA / heads: megabytes, not the towers);
 * ``model_config.json`` + ``config.yaml`` - what to rebuild the frozen part from;
-* ``state.pt`` (``last`` only) - optimizer, scheduler, grad scaler, RNG states and the data position
-  (epoch, batch within it, step), so ``--resume`` replays the exact batches and dropout masks;
+* ``state.pt`` (``last`` only) - optimizer, scheduler, grad scaler, RNG states (every rank's, under torchrun)
+  and the data position (:class:`lugha.training.loop.Position`: epoch, batch within it, step, best, patience),
+  so ``--resume`` replays the exact batches and dropout masks;
 * ``meta.json`` - step, epoch, metrics, and a digest of the frozen weights: loading a checkpoint onto a
   model whose frozen weights differ from training (another pretrained file, another init seed) is an error.
 
