@@ -79,6 +79,7 @@ def export_run(source: ExportSource, out: str | Path, opts: ExportOptions,
     # the pid in the names: what a kill -9 left behind is swept by the next export, a live one's never
     staging_prefix, scratch_prefix = f".{out.name}.partial-", "lugha-export-"
     sweep_stale(out.parent, staging_prefix)
+    sweep_stale(out.parent, f".{out.name}.zip.")  # the zip's temp file (lugha.atomic.temp_name: .NAME.<pid>-*.tmp)
     sweep_stale(None, scratch_prefix)
     staging = Path(tempfile.mkdtemp(prefix=f"{staging_prefix}{os.getpid()}-", dir=out.parent))
     scratch = Path(tempfile.mkdtemp(prefix=f"{scratch_prefix}{os.getpid()}-"))

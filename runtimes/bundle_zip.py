@@ -83,15 +83,19 @@ def manifest_member(names: list[str]) -> str:
 
 
 def sweep_stale(tmp_root: str | os.PathLike | None = None, prefix: str = PREFIX) -> int:
-    """Remove folders ``<prefix><pid>-*`` whose process is gone (a ``kill -9`` skips every cleanup): this
-    module's extraction folders, or (``prefix=``) export's staging and scratch folders; returns how many."""
+    """Remove folders (and files) ``<prefix><pid>-*`` whose process is gone (a ``kill -9`` skips every
+    cleanup): this module's extraction folders, or (``prefix=``) export's staging and scratch folders and
+    its zip's temp file; returns how many."""
     root = Path(tmp_root or tempfile.gettempdir())
     removed = 0
     for d in root.glob(f"{glob.escape(prefix)}*-*"):
         pid = d.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)) or not d.is_dir():
+        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)) or d.is_symlink():
             continue
-        shutil.rmtree(d, ignore_errors=True)
+        if d.is_dir():
+            shutil.rmtree(d, ignore_errors=True)
+        else:
+            d.unlink(missing_ok=True)
         removed += 1
     return removed
 

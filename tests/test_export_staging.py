@@ -32,6 +32,10 @@ def test_the_next_export_sweeps_what_a_killed_export_left_and_keeps_a_live_ones(
     for d in left + kept:
         (d / "graphs").mkdir(parents=True)
         (d / "graphs" / "image_encoder.onnx").write_bytes(b"half a graph")
+    half_zip = tmp_path / f".bundle.zip.{dead}-0a1b2c3d.tmp"  # killed while zipping (--zip)
+    half_zip.write_bytes(b"PK half a zip")
+    live_zip = tmp_path / f".bundle.zip.{live}-0a1b2c3d.tmp"
+    live_zip.write_bytes(b"PK being written")
 
     seen = {}
 
@@ -45,6 +49,7 @@ def test_the_next_export_sweeps_what_a_killed_export_left_and_keeps_a_live_ones(
 
     assert not [d for d in left if d.exists()], "a killed export's folders were left for ever"
     assert all(d.is_dir() for d in kept)
+    assert not half_zip.exists() and live_zip.is_file()
     assert (tmp_path / "bundle" / "manifest.json").is_file()
     # this export's own folders carry its pid, so that the next one can tell whether it is still running
     assert seen["staging"].name.startswith(f".bundle.partial-{os.getpid()}-")
