@@ -10,20 +10,24 @@ A checkpoint folder (``RUN/last``, ``RUN/best``) holds:
 * ``meta.json`` - step, epoch, metrics, and a digest of the frozen weights: loading a checkpoint onto a
   model whose frozen weights differ from training (another pretrained file, another init seed) is an error.
 
-Writing goes to a temp folder that is renamed into place; the previous folder is renamed aside first and
-removed after, and a reader falls back to it, so a kill at any moment leaves one complete checkpoint.
+Writing goes to a temp folder (``.last.tmp-<pid>-*``: unique, its files and entries fsync-ed) that is renamed
+into place by :func:`lugha.atomic.replace_dir`; the previous folder is renamed aside first
+(``.last.old-<pid>-*``) and removed after, and a reader falls back to it, so a kill at any moment leaves
+one complete checkpoint.
 """
 from __future__ import annotations
 
 import json
 import os
 import random
+import secrets
 import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from lugha.atomic import fsync_dir, replace_dir
 from lugha.config import ModelConfig
 from lugha.errors import ConfigError, LughaError
 
@@ -72,13 +76,25 @@ def write_configs(folder: Path, train_cfg: TrainConfig, model_cfg: ModelConfig) 
 def save_checkpoint(dest: str | os.PathLike, trainable: dict, train_cfg: TrainConfig, model_cfg: ModelConfig,
                     meta: dict, state: dict | None = None) -> Path:
     """Write one checkpoint folder atomically. ``trainable``: name -> tensor; ``state``: the resume state."""
+    dest = Path(dest)
+    _sweep_temps(dest)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    tmp.mkdir(parents=True)
+    try:
+        _write_folder(tmp, trainable, train_cfg, model_cfg, meta, state)
+        replace_dir(tmp, dest)  # renames, then fsyncs the run folder
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(dest.with_name(f".{dest.name}.old"), ignore_errors=True)  # the fixed name older lugha used
+    return dest
+
+
+def _write_folder(tmp: Path, trainable: dict, train_cfg: TrainConfig, model_cfg: ModelConfig, meta: dict,
+                  state: dict | None) -> None:
     import torch
     from safetensors.torch import save_file
 
-    dest = Path(dest)
-    tmp, old = dest.with_name(f".{dest.name}.tmp"), dest.with_name(f".{dest.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
     # clone: safetensors refuses tensors that share storage (tied or sliced parameters)
     save_file({k: v.detach().cpu().clone().contiguous() for k, v in trainable.items()}, str(tmp / WEIGHTS))
     if state is not None:
@@ -88,18 +104,41 @@ def save_checkpoint(dest: str | os.PathLike, trainable: dict, train_cfg: TrainCo
     for f in tmp.iterdir():  # data on disk before the rename makes it visible
         with open(f, "rb") as fh:
             os.fsync(fh.fileno())
-    if dest.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dest, old)
-    os.replace(tmp, dest)
-    shutil.rmtree(old, ignore_errors=True)
-    return dest
+    fsync_dir(tmp)  # and the files' entries in the folder
+
+
+def _sweep_temps(dest: Path) -> None:
+    """Temp folders a killed save left (``.last.tmp``, ``.last.tmp-<pid>-*``): removed unless another
+    living process is writing one."""
+    for d in dest.parent.glob(f".{dest.name}.tmp*"):
+        pid = d.name[len(f".{dest.name}.tmp-"):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # removed since the listing
+        return 0.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def find_checkpoint(run_dir: str | os.PathLike, which: str = "last") -> Path:
     """``RUN/<which>``, or the previous copy a kill during the swap left aside."""
     run_dir = Path(run_dir)
-    for cand in (run_dir / which, run_dir / f".{which}.old"):
+    asides = sorted(run_dir.glob(f".{which}.old*"), key=_mtime, reverse=True)  # the newest aside first
+    for cand in (run_dir / which, *asides):
         if (cand / META).is_file() and (cand / WEIGHTS).is_file():
             return cand
     if which == "best":

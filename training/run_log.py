@@ -5,6 +5,8 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from lugha.atomic import atomic_write_text
+
 
 class RunLog:
     """Appends one JSON row per event. ``resume_step``: rows past the checkpoint being resumed are
@@ -15,7 +17,7 @@ class RunLog:
         if resume_step is not None and self.path.exists():
             rows = [r for r in self.path.read_text(encoding="utf-8").splitlines()
                     if r.strip() and _step(r) <= resume_step]
-            self.path.write_text("".join(r + "\n" for r in rows), encoding="utf-8")
+            atomic_write_text(self.path, "".join(r + "\n" for r in rows))  # a kill mid-rewrite keeps the old file
         elif self.path.exists():
             self.path.unlink()
         self.tb = None

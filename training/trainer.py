@@ -38,7 +38,7 @@ def prepare_run(cfg: TrainConfig | None, run_dir: Path, resume: bool) -> TrainCo
         return old
     if cfg is None:
         raise ConfigError("config", "a config is needed to start a run")
-    if (run_dir / "last").exists() or (run_dir / ".last.old").exists():
+    if (run_dir / "last").exists() or any(run_dir.glob(".last.old*")):
         raise ConfigError("--out", f"{run_dir} already holds a run; pass --resume or another --out")
     if not cfg.data.manifest:
         raise ConfigError("data.manifest", "required (path of a JSONL manifest)")
