@@ -104,23 +104,13 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
                               fine: bool = False) -> dict:
     """Rewrite every linear layer of ``model`` (in place) as smoothed per-token int8 (``fine``: activations
     in two uint8 passes, see :func:`quantize_text_per_token`); returns counts."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import numpy_helper
 
     g = model.graph
     inits = {t.name: t for t in g.initializer}
     const = lambda name, arr: g.initializer.append(numpy_helper.from_array(np.asarray(arr), name))  # noqa: E731
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
-    axes_input = opset >= 18  # ReduceMax/Min take their axes as an input from opset 18 on
-    if axes_input:
-        const("ptq_axes", np.array([-1], np.int64))
-    const("ptq_inv255", np.array(1 / 255, np.float32))
-    const("ptq_254", np.array(254.0, np.float32))
-    const("ptq_eps", np.array(_EPS, np.float32))
-    const("ptq_inv254", np.array(1 / 254, np.float32))
-    const("ptq_128", np.array(128.0, np.float32))
-    const("ptq_zp128", np.array(128, np.uint8))
-    reduce = (lambda op, x, y: helper.make_node(op, [x, "ptq_axes"], [y], name=y, keepdims=1)) if axes_input \
-        else (lambda op, x, y: helper.make_node(op, [x], [y], name=y, keepdims=1, axes=[-1]))
+    reduce = _shared_constants(const, opset)
     kept = set(keep_float)
     after: dict[str, list] = {}  # nodes to insert right after the tensor they read is produced
     replace: dict[str, list] = {}
@@ -136,38 +126,9 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
         h = st["hessian"] / np.outer(c, c)  # E[(x/c)(x/c)^T]
         t = f"{inp}_ptq"
         const(t + "_inv_c", (1.0 / c).astype(np.float32))
-        after[inp] = [  # x/c -> per-token lo, step -> uint8 codes
-            helper.make_node("Mul", [inp, t + "_inv_c"], [t + "_x"], name=t + "_smooth"),
-            reduce("ReduceMax", t + "_x", t + "_hi"),
-            reduce("ReduceMin", t + "_x", t + "_lo"),
-            helper.make_node("Sub", [t + "_hi", t + "_lo"], [t + "_range"], name=t + "_range"),
-            helper.make_node("Mul", [t + "_range", "ptq_inv255"], [t + "_step0"], name=t + "_step0"),
-            helper.make_node("Max", [t + "_step0", "ptq_eps"], [t + "_step"], name=t + "_step"),
-            helper.make_node("Sub", [t + "_x", t + "_lo"], [t + "_x0"], name=t + "_shift"),
-            helper.make_node("Div", [t + "_x0", t + "_step"], [t + "_codes"], name=t + "_div"),
-            helper.make_node("Round", [t + "_codes"], [t + "_round"], name=t + "_round"),
-            helper.make_node("Cast", [t + "_round"], [t + "_q"], name=t + "_cast", to=TensorProto.UINT8),
-        ]
-        if fine:  # the rounding residual, in [-step/2, step/2], as a second uint8 pass: codes 1..255 around 128
-            after[inp] += [
-                helper.make_node("Sub", [t + "_codes", t + "_round"], [t + "_res"], name=t + "_res"),
-                helper.make_node("Mul", [t + "_res", "ptq_254"], [t + "_res255"], name=t + "_res255"),
-                helper.make_node("Round", [t + "_res255"], [t + "_rr"], name=t + "_rr"),
-                helper.make_node("Add", [t + "_rr", "ptq_128"], [t + "_rr128"], name=t + "_rr128"),
-                helper.make_node("Cast", [t + "_rr128"], [t + "_q2"], name=t + "_cast2", to=TensorProto.UINT8),
-                helper.make_node("Mul", [t + "_step", "ptq_inv254"], [t + "_step2"], name=t + "_step2"),
-            ]
-        qs, scales = [], []
-        for w in ws:
-            w = w * c[:, None]  # [in, out]
-            scale = np.maximum(np.abs(w).max(axis=0), _EPS) / 127.0  # per output channel
-            if rounding == "gptq":
-                q = gptq_round(w.T, scale, h).T
-                n_gptq += 1
-            else:
-                q = np.clip(np.rint(w / scale), -127, 127)
-            qs.append(q.astype(np.int8))
-            scales.append(scale.astype(np.float32))
+        after[inp] = _activation_nodes(inp, t, reduce, fine)
+        qs, scales = _int8_weights(ws, c, h, rounding)
+        n_gptq += len(ws) if rounding == "gptq" else 0
         for node in layers:
             g.initializer.remove(inits[node.input[1]])
         # Layers reading one input (Q, K, V) become ONE integer MatMul, split after: a third of the ops
@@ -176,47 +137,127 @@ def quantize_linear_per_token(model, stats: dict[str, dict], alpha: float = SMOO
         const(wname + "_q", q)
         const(wname + "_scale", scale)
         const(wname + "_colsum", q.astype(np.float32).sum(axis=0))
-        block = [  # y = scale * (step * (q_x W_q) + lo * colsum(W_q))
-            helper.make_node("MatMulInteger", [t + "_q", wname + "_q"], [out + "_i32"], name=out + "_int8"),
-            helper.make_node("Cast", [out + "_i32"], [out + "_acc"], name=out + "_acc", to=TensorProto.FLOAT),
-            helper.make_node("Mul", [out + "_acc", t + "_step"], [out + ("_xs1" if fine else "_xs")], name=out + "_step"),
-        ] + ([
-            helper.make_node("MatMulInteger", [t + "_q2", wname + "_q", "ptq_zp128"], [out + "_i32b"], name=out + "_int8b"),
-            helper.make_node("Cast", [out + "_i32b"], [out + "_accb"], name=out + "_accb", to=TensorProto.FLOAT),
-            helper.make_node("Mul", [out + "_accb", t + "_step2"], [out + "_xs2"], name=out + "_step2"),
-            helper.make_node("Add", [out + "_xs1", out + "_xs2"], [out + "_xs"], name=out + "_fine"),
-        ] if fine else []) + [
-            helper.make_node("Mul", [t + "_lo", wname + "_colsum"], [out + "_off"], name=out + "_offset"),
-            helper.make_node("Add", [out + "_xs", out + "_off"], [out + "_sum"], name=out + "_sum"),
-            helper.make_node("Mul", [out + "_sum", wname + "_scale"], [out], name=out + "_scale"),
-        ]
+        block = _matmul_nodes(t, wname, out, fine)
         if len(layers) > 1:
-            sizes = [int(x.shape[1]) for x in qs]
-            if opset >= 13:
-                const(out + "_sizes", np.array(sizes, np.int64))
-                block.append(helper.make_node("Split", [out, out + "_sizes"], [n.output[0] for n in layers],
-                                              name=out + "_split", axis=-1))
-            else:
-                block.append(helper.make_node("Split", [out], [n.output[0] for n in layers], name=out + "_split",
-                                              axis=-1, split=sizes))
+            block.append(_split_node(out, [n.output[0] for n in layers], [int(x.shape[1]) for x in qs], opset, const))
         replace[layers[0].output[0]] = block  # where the first of them was: the input exists, no consumer yet
         for node in layers[1:]:
             replace[node.output[0]] = []
         n_layers += len(layers)
+    _splice(g, after, replace)
+    return {"layers": n_layers, "inputs": len(after), "gptq_layers": n_gptq}
+
+
+def _shared_constants(const, opset: int):
+    """The scalars every quantized input shares; returns the ReduceMax/Min node maker for this opset."""
+    from onnx import helper
+
+    axes_input = opset >= 18  # ReduceMax/Min take their axes as an input from opset 18 on
+    if axes_input:
+        const("ptq_axes", np.array([-1], np.int64))
+    const("ptq_inv255", np.array(1 / 255, np.float32))
+    const("ptq_254", np.array(254.0, np.float32))
+    const("ptq_eps", np.array(_EPS, np.float32))
+    const("ptq_inv254", np.array(1 / 254, np.float32))
+    const("ptq_128", np.array(128.0, np.float32))
+    const("ptq_zp128", np.array(128, np.uint8))
+    if axes_input:
+        return lambda op, x, y: helper.make_node(op, [x, "ptq_axes"], [y], name=y, keepdims=1)
+    return lambda op, x, y: helper.make_node(op, [x], [y], name=y, keepdims=1, axes=[-1])
+
+
+def _activation_nodes(inp: str, t: str, reduce, fine: bool) -> list:
+    """x/c -> per-token lo, step -> uint8 codes (``fine``: the rounding residual as a second uint8 pass)."""
+    from onnx import TensorProto, helper
+
+    nodes = [
+        helper.make_node("Mul", [inp, t + "_inv_c"], [t + "_x"], name=t + "_smooth"),
+        reduce("ReduceMax", t + "_x", t + "_hi"),
+        reduce("ReduceMin", t + "_x", t + "_lo"),
+        helper.make_node("Sub", [t + "_hi", t + "_lo"], [t + "_range"], name=t + "_range"),
+        helper.make_node("Mul", [t + "_range", "ptq_inv255"], [t + "_step0"], name=t + "_step0"),
+        helper.make_node("Max", [t + "_step0", "ptq_eps"], [t + "_step"], name=t + "_step"),
+        helper.make_node("Sub", [t + "_x", t + "_lo"], [t + "_x0"], name=t + "_shift"),
+        helper.make_node("Div", [t + "_x0", t + "_step"], [t + "_codes"], name=t + "_div"),
+        helper.make_node("Round", [t + "_codes"], [t + "_round"], name=t + "_round"),
+        helper.make_node("Cast", [t + "_round"], [t + "_q"], name=t + "_cast", to=TensorProto.UINT8),
+    ]
+    if fine:  # the rounding residual, in [-step/2, step/2], as a second uint8 pass: codes 1..255 around 128
+        nodes += [
+            helper.make_node("Sub", [t + "_codes", t + "_round"], [t + "_res"], name=t + "_res"),
+            helper.make_node("Mul", [t + "_res", "ptq_254"], [t + "_res255"], name=t + "_res255"),
+            helper.make_node("Round", [t + "_res255"], [t + "_rr"], name=t + "_rr"),
+            helper.make_node("Add", [t + "_rr", "ptq_128"], [t + "_rr128"], name=t + "_rr128"),
+            helper.make_node("Cast", [t + "_rr128"], [t + "_q2"], name=t + "_cast2", to=TensorProto.UINT8),
+            helper.make_node("Mul", [t + "_step", "ptq_inv254"], [t + "_step2"], name=t + "_step2"),
+        ]
+    return nodes
+
+
+def _int8_weights(ws: list[np.ndarray], c: np.ndarray, h: np.ndarray, rounding: str):
+    """Smoothed weights as int8 codes with one scale per output channel (GPTQ or round-to-nearest)."""
+    qs, scales = [], []
+    for w in ws:
+        w = w * c[:, None]  # [in, out]
+        scale = np.maximum(np.abs(w).max(axis=0), _EPS) / 127.0  # per output channel
+        if rounding == "gptq":
+            q = gptq_round(w.T, scale, h).T
+        else:
+            q = np.clip(np.rint(w / scale), -127, 127)
+        qs.append(q.astype(np.int8))
+        scales.append(scale.astype(np.float32))
+    return qs, scales
+
+
+def _matmul_nodes(t: str, wname: str, out: str, fine: bool) -> list:
+    """y = scale * (step * (q_x W_q) + lo * colsum(W_q)), plus the residual pass when ``fine``."""
+    from onnx import TensorProto, helper
+
+    block = [
+        helper.make_node("MatMulInteger", [t + "_q", wname + "_q"], [out + "_i32"], name=out + "_int8"),
+        helper.make_node("Cast", [out + "_i32"], [out + "_acc"], name=out + "_acc", to=TensorProto.FLOAT),
+        helper.make_node("Mul", [out + "_acc", t + "_step"], [out + ("_xs1" if fine else "_xs")], name=out + "_step"),
+    ]
+    if fine:
+        block += [
+            helper.make_node("MatMulInteger", [t + "_q2", wname + "_q", "ptq_zp128"], [out + "_i32b"], name=out + "_int8b"),
+            helper.make_node("Cast", [out + "_i32b"], [out + "_accb"], name=out + "_accb", to=TensorProto.FLOAT),
+            helper.make_node("Mul", [out + "_accb", t + "_step2"], [out + "_xs2"], name=out + "_step2"),
+            helper.make_node("Add", [out + "_xs1", out + "_xs2"], [out + "_xs"], name=out + "_fine"),
+        ]
+    return block + [
+        helper.make_node("Mul", [t + "_lo", wname + "_colsum"], [out + "_off"], name=out + "_offset"),
+        helper.make_node("Add", [out + "_xs", out + "_off"], [out + "_sum"], name=out + "_sum"),
+        helper.make_node("Mul", [out + "_sum", wname + "_scale"], [out], name=out + "_scale"),
+    ]
+
+
+def _split_node(out: str, outputs: list[str], sizes: list[int], opset: int, const):
+    """The fused MatMul's output cut back into the layers' own outputs (sizes as an input from opset 13)."""
+    from onnx import helper
+
+    if opset >= 13:
+        const(out + "_sizes", np.array(sizes, np.int64))
+        return helper.make_node("Split", [out, out + "_sizes"], outputs, name=out + "_split", axis=-1)
+    return helper.make_node("Split", [out], outputs, name=out + "_split", axis=-1, split=sizes)
+
+
+def _splice(g, after: dict[str, list], replace: dict[str, list]) -> None:
+    """Rebuild the node list in topological order: each activation block right after the node producing its
+    input, each replaced layer's block where the layer was; then drop initializers nothing reads."""
     nodes = list(g.node)
     del g.node[:]
     graph_inputs = {i.name for i in g.input}
     for name, block in after.items():
         if name in graph_inputs:
             g.node.extend(block)
-    for node in nodes:  # keep topological order: each block right after the node producing its input
+    for node in nodes:
         g.node.extend(replace.get(node.output[0], [node]))  # keyed by output: names may be empty
         for o in node.output:
             g.node.extend(after.get(o, []))
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     for t in [t for t in g.initializer if t.name not in used]:  # runtimes warn about unused ones (ORT web)
         g.initializer.remove(t)
-    return {"layers": n_layers, "inputs": len(after), "gptq_layers": n_gptq}
 
 
 def quantize_text_per_token(src: str | Path, dst: str | Path, batches: Sequence[tuple[np.ndarray, np.ndarray]],
