@@ -38,13 +38,14 @@ fi
 ROOT=$(cd "$ROOT" && pwd)
 QEMU=$(command -v "${ARM_QEMU:-qemu-aarch64-static}") || { echo "arm_test.sh: no ${ARM_QEMU:-qemu-aarch64-static}: run scripts/arm_env.sh" >&2; exit 2; }
 
-# lugha as the wheel lays it out, without installing: kit/ is `lugha`, runtimes/ is `lugha.runtimes`.
+# lugha as the wheel lays it out, without installing: kit/ is `lugha`, each other floor (data/, runtimes/,
+# training/, export/, cli/) its subpackage. The wheel holds them all; a Pi lacks only their heavy extras.
 # A folder of links (made fresh each run, so new modules appear; links only added, so parallel runs of
 # both CPUs do not race). The guest sees it as /opt/lugha/lib.
 PKG=$ROOT/opt/lugha/lib/lugha
 mkdir -p "$PKG"
 for entry in "$REPO"/kit/*; do ln -sfn "$entry" "$PKG/$(basename "$entry")"; done
-ln -sfn "$REPO/runtimes" "$PKG/runtimes"
+for floor in data runtimes training export cli; do ln -sfn "$REPO/$floor" "$PKG/$floor"; done
 find "$PKG" -maxdepth 1 -xtype l -delete  # a module removed from kit/
 
 env -u LD_LIBRARY_PATH -u LD_PRELOAD -u PYTHONHOME -u VIRTUAL_ENV \
