@@ -153,10 +153,22 @@ def recover_dir(target: str | os.PathLike) -> bool:
     return restored
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` still runs: temp names carry the writer's pid, so a sweep removes only what a
+    killed writer left. Another user's process (or a platform that cannot tell) counts as alive."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
 def _remove(tmp: Path) -> None:
     with contextlib.suppress(OSError):
         tmp.unlink()
 
 
 __all__ = ["DiskFullError", "FULL_ERRNOS", "atomic_path", "atomic_write", "atomic_write_bytes", "atomic_write_text",
-           "fsync_dir", "recover_dir", "replace_dir", "temp_name"]
+           "fsync_dir", "pid_alive", "recover_dir", "replace_dir", "temp_name"]

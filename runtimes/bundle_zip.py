@@ -22,6 +22,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from lugha.atomic import pid_alive
 from lugha.errors import BundleError, UnsafePathError
 from lugha.manifest import MANIFEST_NAME, check_relative_path
 
@@ -90,7 +91,7 @@ def sweep_stale(tmp_root: str | os.PathLike | None = None, prefix: str = PREFIX)
     removed = 0
     for d in root.glob(f"{glob.escape(prefix)}*-*"):
         pid = d.name[len(prefix):].split("-", 1)[0]
-        if not pid.isdigit() or int(pid) == os.getpid() or _alive(int(pid)) or d.is_symlink():
+        if not pid.isdigit() or int(pid) == os.getpid() or pid_alive(int(pid)) or d.is_symlink():
             continue
         if d.is_dir():
             shutil.rmtree(d, ignore_errors=True)
@@ -98,16 +99,6 @@ def sweep_stale(tmp_root: str | os.PathLike | None = None, prefix: str = PREFIX)
             d.unlink(missing_ok=True)
         removed += 1
     return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True  # someone else's process, or a platform that cannot tell: leave its folder alone
-    return True
 
 
 def extract_bundle(path: str | os.PathLike, limits: ZipLimits = ZipLimits()

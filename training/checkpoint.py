@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from lugha.atomic import fsync_dir, replace_dir
+from lugha.atomic import fsync_dir, pid_alive, replace_dir
 from lugha.config import ModelConfig
 from lugha.errors import ConfigError, LughaError
 
@@ -112,7 +112,7 @@ def _sweep_temps(dest: Path) -> None:
     living process is writing one."""
     for d in dest.parent.glob(f".{dest.name}.tmp*"):
         pid = d.name[len(f".{dest.name}.tmp-"):].split("-", 1)[0]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue
         shutil.rmtree(d, ignore_errors=True)
 
@@ -122,16 +122,6 @@ def _mtime(path: Path) -> float:
         return path.stat().st_mtime
     except OSError:  # removed since the listing
         return 0.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: alive
-        return True
-    return True
 
 
 def find_checkpoint(run_dir: str | os.PathLike, which: str = "last") -> Path:
