@@ -29,6 +29,17 @@ def _legend(names: list[str], x: float, y: float) -> list[str]:
     return out
 
 
+def _y_grid(left: float, top: float, plot_w: float, plot_h: float, ymax: float) -> list[str]:
+    """Six horizontal grid lines from 0 to ``ymax``, each labelled on the left axis."""
+    out = []
+    for k in range(6):
+        v = ymax * k / 5
+        y = top + plot_h * (1 - v / ymax)
+        out += [f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>',
+                _text(left - 4, y + 4, f"{v:.2g}", 10, "end")]
+    return out
+
+
 def bars_svg(title: str, categories: list[str], series: dict[str, list[float | None]], ylabel: str = "accuracy",
              ymax: float = 1.0, width: int = 860, height: int = 300) -> str:
     """Grouped vertical bars: one group per category (a language), one bar per series (an arm)."""
@@ -38,11 +49,7 @@ def bars_svg(title: str, categories: list[str], series: dict[str, list[float | N
     group_w = plot_w / max(len(categories), 1)
     bar_w = group_w * 0.8 / max(len(names), 1)
     out = _svg(width, height, title)
-    for k in range(6):
-        v = ymax * k / 5
-        y = top + plot_h * (1 - v / ymax)
-        out += [f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>',
-                _text(left - 4, y + 4, f"{v:.2g}", 10, "end")]
+    out += _y_grid(left, top, plot_w, plot_h, ymax)
     for c, cat in enumerate(categories):
         x0 = left + c * group_w + group_w * 0.1
         for s, name in enumerate(names):
@@ -96,11 +103,7 @@ def lines_svg(title: str, xs: list[float], series: dict[str, list[float | None]]
     plot_w, plot_h = width - left - right, height - top - bottom
     step = plot_w / max(len(xs) - 1, 1)
     out = _svg(width, height, title)
-    for k in range(6):
-        v = ymax * k / 5
-        y = top + plot_h * (1 - v / ymax)
-        out += [f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" stroke="#ddd"/>',
-                _text(left - 4, y + 4, f"{v:.2g}", 10, "end")]
+    out += _y_grid(left, top, plot_w, plot_h, ymax)
     for i, xv in enumerate(xs):
         out.append(_text(left + i * step, top + plot_h + 14, f"{xv:g}", 10, "middle"))
     for s, (name, ys) in enumerate(series.items()):
