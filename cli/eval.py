@@ -140,6 +140,7 @@ def run(args: argparse.Namespace) -> int:
         report["comparison"] = {"baseline": args.baseline, "method": "exact McNemar, Holm; Tango 95% CI",
                                 "rows": compare_runs(report.pop("items"), base["items"], report.pop("item_ids"),
                                                      base["item_ids"])}
+        report.pop("item_images", None)  # per-item detail, like items / item_ids: not part of the printed report
         if "en" not in report["languages"] or "en" not in base["languages"]:
             raise DataError(f"retention needs English ('en') rows in split {args.split!r} of {report['manifest']}")
         run_en, base_en = report["languages"]["en"], base["languages"]["en"]

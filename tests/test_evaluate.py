@@ -124,6 +124,10 @@ def test_evaluate_embeddings_exposes_the_items_without_changing_the_numbers(tmp_
     sw = report["items"]["sw"]
     assert sw["i2t_r1"].tolist() == [True, False, False] and sw["t2i_r1"].tolist() == [True, False, False]
     assert report["item_ids"]["sw"]["t2i_r1"] == ["sw-g0", "sw-g1", "sw-g2"]
+    # each caption's image: the two languages' captions of one group are one cluster
+    images = report["item_images"]
+    assert images["sw"]["t2i_r1"] == images["en"]["t2i_r1"] == [pairs.image_paths[int(i)] for i in pairs.image_index[:3]]
+    assert len(set(images["sw"]["t2i_r1"])) == 3 and images["sw"]["i2t_r1"] == report["item_ids"]["sw"]["i2t_r1"]
     for lang, per in report["items"].items():
         for metric, hits in per.items():
             assert hits.mean() == pytest.approx(report["languages"][lang][metric])

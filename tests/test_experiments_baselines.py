@@ -78,5 +78,8 @@ def test_baselines_quick_on_tiny_demo(demo_small, tmp_path, capsys):
     for n, g in pooled.items():
         assert g["fusion"] == pytest.approx(arms["fusion", n]["acc_pooled"])
         assert report["summary"][str(n)]["pooled_gain_points"] == g["diff_points"]
+        # an image is captioned in every language: the pooled rows count images as clusters, not rows as items
+        assert g["clusters"] == p["test_images"] < g["n"] and g["method"].startswith("cluster t")
+        assert g["ci_low_points"] <= g["diff_points"] <= g["ci_high_points"]
     html = (out / "baselines.html").read_text()
     assert html.count("<svg") == 3 and "Gain of adding the image" in html and ">yo<" in html

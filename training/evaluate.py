@@ -134,10 +134,13 @@ def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
 
     ``items``: also ``report["items"][lang][metric]``, the per-item R@1 / label hits (bool arrays) the
     metrics average, and ``report["item_ids"]`` naming those items (image paths, text record ids), so
-    two models can be compared item by item (:mod:`lugha.training.paired_stats`)."""
+    two models can be compared item by item (:mod:`lugha.training.paired_stats`), and
+    ``report["item_images"]`` the image each item belongs to (captions of one image in several languages
+    are one cluster: :mod:`lugha.training.cluster_stats`)."""
     label_names = label_names or {}
     hits: dict[str, dict[str, np.ndarray]] = {}
     ids: dict[str, dict[str, list[str]]] = {}
+    images: dict[str, dict[str, list[str]]] = {}
     img_group = {}
     for r, ii in zip(pairs.records, pairs.image_index):
         img_group.setdefault(int(ii), r.group_key)
@@ -151,6 +154,8 @@ def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
         if items:
             hits[lang] = retrieval_hits(img_emb[imgs], txt_emb[rows], *groups)
             ids[lang] = {"i2t_r1": [pairs.image_paths[i] for i in imgs], "t2i_r1": [_row_id(pairs, i) for i in rows]}
+            images[lang] = {"i2t_r1": ids[lang]["i2t_r1"],
+                            "t2i_r1": [pairs.image_paths[int(pairs.image_index[i])] for i in rows]}
         labelled = {}
         for i in rows:
             if pairs.records[i].label:
@@ -164,13 +169,14 @@ def evaluate_embeddings(pairs, img_emb: np.ndarray, txt_emb: np.ndarray,
             m["label_acc"] = float(per_image.mean())  # label_accuracy(), from the hits the gate pairs
             if items:
                 hits[lang]["label_acc"], ids[lang]["label_acc"] = per_image, [pairs.image_paths[i] for i in idx]
+                images[lang]["label_acc"] = ids[lang]["label_acc"]
             m["chance_label_acc"] = 1.0 / len(classes)
             m["n_labels"] = len(classes)
             m["n_labelled"] = len(idx)  # the images label_acc is a fraction of
         per_lang[lang] = m
     report = {"languages": per_lang, "mean": summarise(per_lang)}
     if items:
-        report.update(items=hits, item_ids=ids)
+        report.update(items=hits, item_ids=ids, item_images=images)
     return report
 
 

@@ -12,7 +12,9 @@ Protocol, on frozen towers and cached features (the fusion heads' machinery, :mo
    tower and a small head; ``fusion`` sees both towers. Only the image differs.
 4. Test split, every language: accuracy per language per arm, and the image's gain (fusion - text) per
    language with Tango's interval and the exact McNemar test on the same test rows, Holm-corrected over
-   every (language, n) cell; the pooled gain per n as its own family.
+   every (language, n) cell; the pooled gain per n as its own family, with each image a cluster of its
+   captions (:mod:`lugha.training.cluster_stats`: an image is captioned in every language, so its rows are
+   not independent items).
 """
 from __future__ import annotations
 
@@ -162,7 +164,7 @@ def run_baselines(exp: BaselinesExperiment, say: Callable[[str], None] = print, 
                     bar.update(1)
     majority = int(np.bincount(train.labels[order[:sizes[-1]]]).argmax())
     chance = {lang: float((test.labels[test.langs == lang] == majority).mean()) for lang in langs}
-    gains, pooled = _gains(hits, test.langs, ids, sizes, langs)
+    gains, pooled = _gains(hits, test.langs, ids, test.image_index, sizes, langs)
     report = {"experiment": "baselines", "protocol": _protocol(exp, classes, n_labelled, sizes, test, langs),
               "languages": langs, "arms": arms, "majority_acc": chance, "gains": gains, "pooled_gains": pooled}
     report["summary"] = _summary(report)
@@ -174,25 +176,27 @@ def _counts(langs: np.ndarray) -> dict[str, int]:
     return {str(k): int(v) for k, v in zip(names, counts)}
 
 
-def _gains(hits: dict, test_langs: np.ndarray, ids: list[str], sizes: list[int], langs: list[str]):
-    """fusion vs text per (language, n) (one Holm family) and pooled per n (another)."""
-    def part(arm: str, n: int, pooled: bool):
+def _gains(hits: dict, test_langs: np.ndarray, ids: list[str], images: np.ndarray, sizes: list[int],
+           langs: list[str]):
+    """fusion vs text per (language, n): one caption per image, McNemar/Tango, one Holm family; and pooled
+    over languages per n, where each image is a cluster of its captions (cluster t, another family)."""
+    from lugha.training.cluster_stats import compare_clustered, holm_verdicts
+
+    def part(arm: str, n: int):
         key = f"acc@{n}"
-        if pooled:
-            return {"all": {key: hits[arm, n]}}, {"all": {key: ids}}
         where = {lang: np.flatnonzero(test_langs == lang) for lang in langs}
         return ({lang: {key: hits[arm, n][w]} for lang, w in where.items()},
                 {lang: {key: [ids[i] for i in w]} for lang, w in where.items()})
 
-    out = []
-    for pooled in (False, True):
-        rows = compare(merge(*(part("fusion", n, pooled) for n in sizes)), merge(*(part("text", n, pooled) for n in sizes)))
-        for r in rows:
-            r["pairs"] = int(r.pop("metric").split("@")[1])
-            r["fusion"], r["text"] = r.pop("run"), r.pop("baseline")
-            r["fusion_only"], r["text_only"] = r.pop("run_only"), r.pop("baseline_only")
-        out.append(sorted(rows, key=lambda r: (r["pairs"], r["lang"])))
-    return out[0], out[1]
+    rows = compare(merge(*(part("fusion", n) for n in sizes)), merge(*(part("text", n) for n in sizes)))
+    for r in rows:
+        r["pairs"] = int(r.pop("metric").split("@")[1])
+    pooled = holm_verdicts([{"lang": "all", "pairs": n, **compare_clustered(hits["fusion", n], hits["text", n], images)}
+                            for n in sizes])
+    for r in rows + pooled:
+        r["fusion"], r["text"] = r.pop("run"), r.pop("baseline")
+        r["fusion_only"], r["text_only"] = r.pop("run_only"), r.pop("baseline_only")
+    return sorted(rows, key=lambda r: (r["pairs"], r["lang"])), pooled
 
 
 def _protocol(exp, classes, n_rows, sizes, test, langs) -> dict:
@@ -204,8 +208,9 @@ def _protocol(exp, classes, n_rows, sizes, test, langs) -> dict:
             "test_images": int(len(set(test.image_index.tolist()))), "languages": langs,
             "arms": {"text": "frozen text tower + projection, head sees the image as missing (zeros)",
                      "fusion": "frozen text and image towers + projections, the same head on both"},
-            "statistics": "paired per test row: Tango 95% interval of fusion - text, exact McNemar, Holm over "
-                          "(language, pairs); pooled rows their own Holm family"}
+            "statistics": "per language (one caption per image): Tango 95% interval of fusion - text, exact "
+                          "McNemar, Holm over (language, pairs); pooled over languages: images as clusters of their "
+                          "captions (cluster t interval and test), their own Holm family"}
 
 
 def _summary(report: dict) -> dict:

@@ -117,6 +117,11 @@ def pooled_hits(report: dict, metric: str, langs: Sequence[str], name: str = "po
     return {name: {metric: hits}}, {name: {metric: ids}}
 
 
+def pooled_images(report: dict, metric: str, langs: Sequence[str]) -> list[str]:
+    """The image of each item of :func:`pooled_hits` (same order): the clusters of the pooled items."""
+    return [img for lang in langs for img in report["item_images"][lang][metric]]
+
+
 def compare(run: tuple[dict, dict], base: tuple[dict, dict], level: float = 0.95) -> list[dict]:
     """:func:`lugha.training.paired_stats.compare_runs` of two (hits, ids) pairs, Holm over its rows."""
     from lugha.training.paired_stats import compare_runs
@@ -159,5 +164,5 @@ def split_languages(manifest: str, split: str = "test") -> list[str]:
     return list(PairSet(manifest, split).languages)
 
 
-__all__ = ["Budget", "retrieval_config", "train_or_reuse", "evaluate_cached", "hits_of", "pooled_hits", "compare",
+__all__ = ["Budget", "retrieval_config", "train_or_reuse", "evaluate_cached", "hits_of", "pooled_hits", "pooled_images", "compare",
            "merge", "write_outputs", "split_languages", "PRECISION"]
