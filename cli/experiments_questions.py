@@ -132,7 +132,8 @@ def _finish(args, report: dict, html: str, name: str) -> int:
     if args.json:
         print_json(report)
     elif not args.quiet:
-        print(f"{name}: {os.path.relpath(paths['json'])}, {os.path.relpath(paths['html'])}")
+        print(f"{name}: {os.path.relpath(paths['json'])}, {os.path.relpath(paths['html'])} "
+              f"(plots: {', '.join(os.path.basename(p) for p in paths['svg'])})")
         print(_headline(report))
     return 0
 

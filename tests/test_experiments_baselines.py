@@ -83,3 +83,9 @@ def test_baselines_quick_on_tiny_demo(demo_small, tmp_path, capsys):
         assert g["ci_low_points"] <= g["diff_points"] <= g["ci_high_points"]
     html = (out / "baselines.html").read_text()
     assert html.count("<svg") == 3 and "Gain of adding the image" in html and ">yo<" in html
+    # each plot also stands alone (for a README), the same SVG as on the page
+    svgs = sorted(out.glob("baselines-*.svg"))
+    assert [s.name for s in svgs] == ["baselines-1.svg", "baselines-2.svg", "baselines-3.svg"]
+    for svg in svgs:
+        text = svg.read_text()
+        assert text.startswith('<svg xmlns="http://www.w3.org/2000/svg"') and text.strip() in html

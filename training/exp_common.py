@@ -140,14 +140,24 @@ def merge(*parts: tuple[dict, dict]) -> tuple[dict, dict]:
     return hits, ids
 
 
-def write_outputs(report: dict, html: str, out_dir: str | Path, name: str) -> dict[str, str]:
-    """``OUT/<name>.json`` and ``OUT/<name>.html``; returns their paths."""
+def write_outputs(report: dict, html: str, out_dir: str | Path, name: str) -> dict[str, object]:
+    """``OUT/<name>.json``, ``OUT/<name>.html`` and each of the page's plots alone as ``OUT/<name>-<k>.svg``
+    (k = 1, 2, ... in page order), for a README or a paper; returns their paths (``svg``: a list)."""
+    import re
+
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / f"{name}.json", "html": out / f"{name}.html"}
     paths["json"].write_text(json.dumps(report, indent=1, ensure_ascii=False, default=_jsonable) + "\n", encoding="utf-8")
     paths["html"].write_text(html, encoding="utf-8")
-    return {k: str(v) for k, v in paths.items()}
+    for stale in out.glob(f"{name}-*.svg"):  # a rerun with fewer plots leaves none of the old ones behind
+        if re.fullmatch(rf"{re.escape(name)}-\d+\.svg", stale.name):
+            stale.unlink()
+    svgs = []
+    for k, svg in enumerate(re.findall(r"<svg\b.*?</svg>", html, flags=re.S), start=1):
+        svgs.append(out / f"{name}-{k}.svg")
+        svgs[-1].write_text(svg + "\n", encoding="utf-8")
+    return {**{k: str(v) for k, v in paths.items()}, "svg": [str(p) for p in svgs]}
 
 
 def _jsonable(x):
