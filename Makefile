@@ -1,5 +1,5 @@
 # The two commands of the README. Both run the idempotent set-up first.
-.PHONY: setup quickstart test test-fast
+.PHONY: setup quickstart test test-fast experiments-quick
 
 setup:
 	bash scripts/setup.sh
@@ -12,6 +12,13 @@ test: setup
 
 test-fast: setup
 	.venv/bin/python -m pytest -q -m "not slow"
+
+# The README's research questions on the demo with the small budget (--quick), output in ./lugha-experiments.
+# Needs the demo data and the model's weights: `make quickstart` (or `lugha demo` + `lugha weights e5-small`).
+experiments-quick: setup
+	.venv/bin/lugha experiments baselines --data datasets/demo/manifest.jsonl --quick
+	.venv/bin/lugha experiments transfer --data datasets/demo/manifest.jsonl --quick
+	.venv/bin/lugha experiments forgetting --data datasets/demo/manifest.jsonl --quick
 
 # ARM (aarch64) without hardware: qemu-user + an unpacked arm64 Debian python + aarch64 wheels.
 # Parity only (emulation is ~240x slower). LUGHA_ARM_BUNDLE=path also runs device_tests on that bundle.
