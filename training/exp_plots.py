@@ -67,6 +67,18 @@ def bars_svg(title: str, categories: list[str], series: dict[str, list[float | N
     return "\n".join(out)
 
 
+def nice_ticks(lo: float, hi: float, most: int = 7) -> list[float]:
+    """Round tick values (steps of 1, 2 or 5 x 10^k) inside [lo, hi], at most ``most`` of them."""
+    import math
+
+    if not hi > lo:
+        return [lo]
+    raw = (hi - lo) / max(most - 1, 1)
+    step = next(m * 10 ** math.floor(math.log10(raw)) for m in (1, 2, 5, 10) if m * 10 ** math.floor(math.log10(raw)) >= raw)
+    first = math.ceil(lo / step) * step
+    return [round(first + k * step, 10) for k in range(int((hi - first) / step + 1e-9) + 1)]
+
+
 def forest_svg(title: str, rows: list[dict], xlabel: str = "difference (points)", width: int = 760) -> str:
     """One line per row: ``diff`` with its interval [``lo``, ``hi``] (points), coloured by ``verdict``
     (better / worse / no difference shown); a zero line."""
@@ -88,9 +100,9 @@ def forest_svg(title: str, rows: list[dict], xlabel: str = "difference (points)"
                 _text(left + plot_w + 8, y + 4, f'{r["diff"]:+.1f} [{r["lo"]:+.1f}, {r["hi"]:+.1f}]', 10)]
     axis_y = height - 28
     out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{axis_y}" y2="{axis_y}" stroke="#999"/>')
-    for k in range(5):
-        v = lo + (hi - lo) * k / 4
-        out.append(_text(x(v), axis_y + 14, f"{v:.3g}", 10, "middle"))
+    for v in nice_ticks(lo, hi):
+        out += [f'<line x1="{x(v):.1f}" x2="{x(v):.1f}" y1="{axis_y}" y2="{axis_y + 4}" stroke="#999"/>',
+                _text(x(v), axis_y + 14, f"{v:g}", 10, "middle")]
     out.append(_text(left + plot_w / 2, axis_y + 26, xlabel, 10, "middle"))
     out.append("</svg>")
     return "\n".join(out)
@@ -211,4 +223,4 @@ def page(title: str, intro: str, sections: list[tuple[str, str]]) -> str:
     return "\n".join(parts)
 
 
-__all__ = ["bars_svg", "forest_svg", "lines_svg", "heatmap_svg", "scatter_svg", "table_html", "page"]
+__all__ = ["nice_ticks", "bars_svg", "forest_svg", "lines_svg", "heatmap_svg", "scatter_svg", "table_html", "page"]
