@@ -156,6 +156,8 @@ def _rows(exp, runs, reports, targets) -> list[dict]:
     m, src, ref = exp.metric, reports["source"], reports["reference"]
     src_en = np.asarray(src["items"][exp.source][m])
     images = pooled_images(ref, m, targets)
+    if pooled_images(src, m, targets) != images:
+        raise ConfigError("--targets", "the source's target items are not the reference's")
     ref_t, src_t = (pooled_hits(r, m, targets)[0]["pooled"][m] for r in (ref, src))
     src_ref_en, ref_score = float(src_en.mean()), float(np.mean(ref_t))
     rows, cells, gains = [], [], []
