@@ -165,31 +165,34 @@ def heatmap_svg(title: str, rows: list[str], cols: list[str], values: list[list[
 
 
 def scatter_svg(title: str, points: list[dict], xline: float, yline: float, xlabel: str, ylabel: str,
-                width: int = 640, height: int = 380) -> str:
-    """Points ``{x, y, label, ok}`` (percent), dashed threshold lines at ``xline`` and ``yline``; points that
-    meet both (``ok``) are filled, the others hollow."""
-    left, top, bottom, right = 54, 28, 48, 30
-    plot_w, plot_h = width - left - right, height - top - bottom
+                width: int = 860, height: int = 380) -> str:
+    """Points ``{x, y, label, ok}`` (percent), dashed threshold lines at ``xline`` and ``yline``, the region
+    beyond both shaded; points that meet both (``ok``) are filled, the others hollow. Each point carries
+    its number, and a key on the right names it with its values (labels beside close points would overlap)."""
+    left, top, bottom, key_w = 54, 28, 48, 250
+    plot_w, plot_h = width - left - key_w - 20, height - top - bottom
     xs, ys = [p["x"] for p in points] + [xline], [p["y"] for p in points] + [yline]
     x0, x1 = min(xs + [0.0]) - 5, max(xs + [100.0]) + 5
-    y0, y1 = min(ys) - 5, max(ys + [100.0]) + 5
+    y0, y1 = min(ys) - 3, max(ys + [100.0]) + 3
     sx = lambda v: left + plot_w * (v - x0) / (x1 - x0)  # noqa: E731
     sy = lambda v: top + plot_h * (1 - (v - y0) / (y1 - y0))  # noqa: E731
     out = _svg(width, height, title)
     out.append(f'<rect x="{sx(xline):.1f}" y="{sy(y1):.1f}" width="{sx(x1) - sx(xline):.1f}" '
                f'height="{sy(yline) - sy(y1):.1f}" fill="#2a9d4b" fill-opacity="0.08"/>')
-    for k in range(5):
-        vx, vy = x0 + (x1 - x0) * k / 4, y0 + (y1 - y0) * k / 4
-        out += [_text(sx(vx), top + plot_h + 14, f"{vx:.0f}", 10, "middle"), _text(left - 4, sy(vy) + 4, f"{vy:.0f}", 10, "end")]
+    out += [_text(sx(v), top + plot_h + 14, f"{v:g}", 10, "middle") for v in nice_ticks(x0, x1)]
+    out += [_text(left - 4, sy(v) + 4, f"{v:g}", 10, "end") for v in nice_ticks(y0, y1)]
     out += [f'<line x1="{sx(xline):.1f}" x2="{sx(xline):.1f}" y1="{top}" y2="{top + plot_h}" stroke="#c0392b" stroke-dasharray="5 4"/>',
             f'<line x1="{left}" x2="{left + plot_w}" y1="{sy(yline):.1f}" y2="{sy(yline):.1f}" stroke="#c0392b" stroke-dasharray="5 4"/>',
             f'<rect x="{left}" y="{top}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#999"/>']
+    key_x = left + plot_w + 20
     for i, p in enumerate(points):
         colour = PALETTE[i % len(PALETTE)]
         fill = colour if p.get("ok") else "#fff"
         out += [f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="5" fill="{fill}" stroke="{colour}" stroke-width="2">'
                 f'<title>{escape(p["label"])}: x {p["x"]:.1f}, y {p["y"]:.1f}</title></circle>',
-                _text(sx(p["x"]) + 7, sy(p["y"]) - 5, p["label"], 9)]
+                _text(sx(p["x"]) + 6, sy(p["y"]) - 6 - 8 * (i % 2), str(i + 1), 9),
+                f'<circle cx="{key_x + 5}" cy="{top + 16 * i + 5}" r="4" fill="{fill}" stroke="{colour}" stroke-width="2"/>',
+                _text(key_x + 14, top + 16 * i + 9, f'{i + 1} {p["label"]} ({p["x"]:.0f}, {p["y"]:.0f})', 10)]
     out += [_text(left + plot_w / 2, top + plot_h + 32, xlabel, 11, "middle"),
             _text(12, top + plot_h / 2, ylabel, 11, "middle", f'transform="rotate(-90 12 {top + plot_h / 2:.0f})"')]
     out.append("</svg>")
