@@ -14,8 +14,10 @@ test-fast: setup
 	.venv/bin/python -m pytest -q -m "not slow"
 
 # The README's research questions on the demo with the small budget (--quick), output in ./lugha-experiments.
-# Needs the demo data and the model's weights: `make quickstart` (or `lugha demo` + `lugha weights e5-small`).
+# Builds the demo data into datasets/demo when it is not there (the quickstart keeps its own copy in
+# lugha-quickstart/data); needs the model's weights (`lugha weights e5-small`, which make quickstart runs).
 experiments-quick: setup
+	test -f datasets/demo/manifest.jsonl || .venv/bin/lugha data demo --out datasets/demo
 	.venv/bin/lugha experiments baselines --data datasets/demo/manifest.jsonl --quick
 	.venv/bin/lugha experiments transfer --data datasets/demo/manifest.jsonl --quick
 	.venv/bin/lugha experiments forgetting --data datasets/demo/manifest.jsonl --quick
