@@ -28,6 +28,7 @@ import numpy as np
 
 from lugha.errors import ConfigError
 from lugha.gate_report import GateCell
+from lugha.training.paired_stats import holm_verdicts  # re-exported: the clustered rows' one family rule
 
 METHOD = "cluster t (images as clusters; ratio estimate, linearised variance, t with K - 1 df)"
 
@@ -102,16 +103,6 @@ def compare_clustered(run: Sequence[bool], baseline: Sequence[bool], clusters: S
             "baseline_only": int((~r & b).sum()), "run": float(r.mean()) if r.size else math.nan,
             "baseline": float(b.mean()) if b.size else math.nan, "diff_points": 100.0 * diff.estimate,
             "ci_low_points": 100.0 * lo, "ci_high_points": 100.0 * hi, "p_value": diff.p_value(), "method": METHOD}
-
-
-def holm_verdicts(rows: list[dict], alpha: float = 0.05) -> list[dict]:
-    """``p_holm`` and ``verdict`` (better / worse / no difference shown) on rows of one family."""
-    from lugha.training.paired_stats import holm
-
-    for row, p in zip(rows, holm([r["p_value"] for r in rows], alpha)):
-        row["p_holm"] = p
-        row["verdict"] = "no difference shown" if p > alpha else "better" if row["diff_points"] > 0 else "worse"
-    return rows
 
 
 def clustered_cell(candidate: str, lang: str, metric: str, reference: Sequence[bool], got: Sequence[bool],

@@ -223,12 +223,17 @@ def compare_runs(run: dict, base: dict, run_ids: dict, base_ids: dict, level: fl
                          "baseline": float(np.mean(np.asarray(base[lang][metric])[b_idx])),
                          "diff_points": 100.0 * (gained - lost) / n, "ci_low_points": 100.0 * lo,
                          "ci_high_points": 100.0 * hi, "p_value": p})
+    return holm_verdicts(rows, alpha)
+
+
+def holm_verdicts(rows: list[dict], alpha: float = ALPHA) -> list[dict]:
+    """``p_holm`` and ``verdict`` (better / worse / no difference shown) on rows of one family, in place."""
     for row, p in zip(rows, holm([r["p_value"] for r in rows], alpha)):
         row["p_holm"] = p
-        row["verdict"] = ("no difference shown" if p > alpha else "better" if row["diff_points"] > 0 else "worse")
+        row["verdict"] = "no difference shown" if p > alpha else "better" if row["diff_points"] > 0 else "worse"
     return rows
 
 
-__all__ = ["compare_runs", "PairedOutcomeError", "paired_counts", "tango_statistic", "tango_interval", "upper_bound",
+__all__ = ["compare_runs", "holm_verdicts", "PairedOutcomeError", "paired_counts", "tango_statistic", "tango_interval", "upper_bound",
            "p_drop_exceeds", "holm", "make_cell", "decide", "detectable_drop", "deciding_n", "pooled", "ALPHA",
            "DECISIONS"]
