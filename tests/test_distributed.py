@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -68,10 +70,25 @@ def assert_rows_close(a: list[dict], b: list[dict], atol: float) -> None:
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
 
 
+def died_by_signal(proc: subprocess.CompletedProcess) -> bool:
+    """A worker killed by a signal (the launcher's "rank 0: exit -6"), not a Python error in lugha (a positive
+    exit; torchrun then stops the other ranks with SIGTERM, -15)."""
+    codes = [int(c) for c in re.findall(r"rank \d+: exit (-?\d+)", proc.stderr)]
+    return proc.returncode != 0 and any(c < 0 and c != -15 for c in codes) and not any(c > 0 for c in codes)
+
+
 def run_two(manifest, tmp: Path, dropout: bool) -> Path:
-    """An uninterrupted 2-process run in ``tmp / "two"``."""
-    proc = subprocess.run(cli(*set_flags(manifest, tmp / "cache", dropout), "--out", str(tmp / "two"),
-                              "--nproc-per-node", "2", "--json"), env=ENV, capture_output=True, text=True, timeout=600)
+    """An uninterrupted 2-process run in ``tmp / "two"``. Once in CI a worker of this run aborted inside torch
+    ("terminate called without an active exception", SIGABRT; not reproduced in 65 runs on the dev machine,
+    quiet or loaded): that run is retried once from scratch, with a warning carrying its stderr, so the
+    reference the tests compare against is still one uninterrupted run. A Python error is not retried."""
+    command = cli(*set_flags(manifest, tmp / "cache", dropout), "--out", str(tmp / "two"), "--nproc-per-node", "2",
+                  "--json")
+    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    if died_by_signal(proc):
+        warnings.warn(f"2-process run: a worker died by a signal, retried once:\n{proc.stderr[-1500:]}")
+        shutil.rmtree(tmp / "two", ignore_errors=True)
+        proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout[proc.stdout.index("{"):])  # rank 0's report, once
     assert outcome["stopped"] == "done" and outcome["steps"] == 70
@@ -138,8 +155,11 @@ def kill_rank_1_then_resume(manifest, cache: Path, run: Path, dropout: bool) -> 
     killed_at = json.loads((run / "last" / "meta.json").read_text())["step"]
     assert 6 <= killed_at < 70
     shutil.copytree(run, run.with_name(run.name + "_copy"))
-    resumed = subprocess.run([sys.executable, "-m", "lugha.cli", "train", "--resume", str(run), "--nproc-per-node",
-                              "2", "--quiet"], env=ENV, capture_output=True, text=True, timeout=600)
+    resume = [sys.executable, "-m", "lugha.cli", "train", "--resume", str(run), "--nproc-per-node", "2", "--quiet"]
+    resumed = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=600)
+    if died_by_signal(resumed):  # see run_two; resuming again is what the launcher's message tells a user to do
+        warnings.warn(f"resumed 2-process run: a worker died by a signal, resumed again:\n{resumed.stderr[-1500:]}")
+        resumed = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=600)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 
