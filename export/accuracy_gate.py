@@ -23,7 +23,9 @@ from lugha.vocabulary import REFERENCE_METRIC, metric_key
 
 METHOD = ("paired per-item outcomes vs PyTorch fp32; fail: one-sided exact binomial test on the discordant "
           "items (margin 0) or Tango's score test (margin > 0), Holm over all cells; pass: Tango's one-sided 95 % "
-          "upper bound below the margin; interval: Tango's score interval, two-sided 90 %")
+          "upper bound below the margin; interval: Tango's score interval, two-sided 90 %; pooled cells (each "
+          "image's items in every language): the same questions with images as clusters (cluster t: ratio "
+          "estimate, cluster-robust standard error, t with K - 1 df)")
 
 
 def gate_data(source, opts, data: gates.EvalData, split: str, say: Callable[[str], None]) -> list[gates.EvalData]:
@@ -54,8 +56,9 @@ def gate_data(source, opts, data: gates.EvalData, split: str, say: Callable[[str
 
 
 def evaluate_all(source, data: gates.EvalData, gate_sets: list[gates.EvalData], specs, runners: dict, opts):
-    """(metrics per candidate, items per candidate) with ``torch/fp32`` first: metrics of ``data``'s split,
-    items pooled over ``gate_sets``."""
+    """(metrics per candidate, items per candidate, the items' images) with ``torch/fp32`` first: metrics of
+    ``data``'s split, items pooled over ``gate_sets`` (the same items, so the same images, for every
+    candidate)."""
     model, layout = source.model, source.layout
     by_name = {s.name: s for s in specs}
     torch_graphs = {n: reference_runner(s, model, layout) for n, s in by_name.items()}
@@ -66,24 +69,25 @@ def evaluate_all(source, data: gates.EvalData, gate_sets: list[gates.EvalData], 
             graphs_of[name] = {g: runners[f"{g}/{name}"] for g in by_name}
     head = getattr(model, "fusion_head", None)
     gated_head = "fusion_head" in by_name and getattr(head, "classes", None)  # a classify run: its labels too
-    metrics, items = {}, {}
+    metrics, items, images = {}, {}, {}
     for name, g in graphs_of.items():
-        metrics[name], items[name] = gates.over_splits(
+        metrics[name], items[name], images = gates.over_splits(
             data, gate_sets, lambda d, g=g: gates.evaluate_candidate(d, g["image_encoder"], g["text_encoder"]))
         if gated_head:
             inputs = by_name["fusion_head"].input_names()
-            m, it = gates.over_splits(data, gate_sets, lambda d, g=g: _head(d, head, g, inputs))
-            for target, extra in ((metrics[name], m), (items[name], it)):
+            m, it, im = gates.over_splits(data, gate_sets, lambda d, g=g: _head(d, head, g, inputs))
+            for target, extra in ((metrics[name], m), (items[name], it), (images, im)):
                 for lang, vals in extra.items():
                     target.setdefault(lang, {}).update(vals)
-    return metrics, items
+    return metrics, items, images
 
 
-def _head(d: gates.EvalData, head, graphs: dict, input_names) -> tuple[dict, dict]:
+def _head(d: gates.EvalData, head, graphs: dict, input_names) -> tuple[dict, dict, dict]:
     items: dict = {}
+    images: dict = {}
     m = fh.head_accuracy(d, head, graphs["image_encoder"], graphs["text_encoder"], graphs["fusion_head"],
-                         input_names, items=items)
-    return m, items
+                         input_names, items=items, item_images=images)
+    return m, items, images
 
 
 def gate_record(opts, splits: list[str], cells: list[GateCell], pooled: list[GateCell],

@@ -73,10 +73,12 @@ def class_targets(data: EvalData, head) -> np.ndarray:
 
 
 def head_accuracy(data: EvalData, head, image: Runner, text: Runner, fusion: Runner, input_names,
-                  batch_size: int = 32, items: dict | None = None) -> dict[str, dict[str, float]]:
+                  batch_size: int = 32, items: dict | None = None,
+                  item_images: dict | None = None) -> dict[str, dict[str, float]]:
     """Per language: ``head_acc`` (both sides), ``head_n``, and for a head that skips a missing side
     ``head_acc_image_only`` (text missing) / ``head_acc_text_only`` (image missing). ``items``, when
-    given, receives ``{lang: {"head_acc": per-row hits}}`` for the paired gate."""
+    given, receives ``{lang: {"head_acc": per-row hits}}`` for the paired gate; ``item_images`` each row's
+    image (the gate's clusters)."""
     targets = class_targets(data, head)
     rows = np.flatnonzero(targets > -2)
     if not len(rows):
@@ -101,6 +103,9 @@ def head_accuracy(data: EvalData, head, image: Runner, text: Runner, fusion: Run
         out[lang] = {**m, "head_n": int(sel.sum())}
         if items is not None:
             items.setdefault(lang, {})["head_acc"] = preds["head_acc"][sel] == targets[rows][sel]
+        if item_images is not None:
+            paths = data.pairs.image_paths
+            item_images.setdefault(lang, {})["head_acc"] = [paths[int(i)] for i in data.pairs.image_index[rows[sel]]]
     return out
 
 

@@ -9,7 +9,8 @@
   functions (:func:`lugha.training.evaluate.evaluate_embeddings`). Each cell is decided with statistics
   (:mod:`lugha.training.paired_stats`): **fail** (the drop is significantly above the margin, Holm over all
   cells), **pass** (its upper confidence bound is below the margin) or **undecided**; each candidate also
-  gets a pooled cell over all languages. A bare threshold cannot work here: on 149 items one item is
+  gets a pooled cell over all languages, where each image's items (one a language) are one cluster
+  (:mod:`lugha.training.cluster_stats`), not 16 independent items. A bare threshold cannot work here: on 149 items one item is
   0.67 points, and a few items flip between near-tied neighbours at any precision (fp16 included).
   Policy (:func:`blocking`): ``default`` blocks on any fail and on a pooled cell that is not a pass;
   ``strict`` also on any undecided cell.
@@ -98,56 +99,81 @@ def embed_eval(data: EvalData, image: Runner, text: Runner, batch_size: int = 32
 
 
 Items = dict[str, dict[str, np.ndarray]]  # lang -> metric -> per-item hits (bool)
+ItemImages = dict[str, dict[str, list[str]]]  # lang -> metric -> the image each item belongs to
 
 
-def evaluate_candidate(data: EvalData, image: Runner, text: Runner) -> tuple[dict[str, dict[str, float]], Items]:
-    """Per-language metrics (the trainer's evaluate_embeddings) of one image/text runner pair, and the
-    per-item hits they average."""
+def evaluate_candidate(data: EvalData, image: Runner, text: Runner) -> tuple[dict[str, dict[str, float]], Items,
+                                                                             ItemImages]:
+    """Per-language metrics (the trainer's evaluate_embeddings) of one image/text runner pair, the
+    per-item hits they average, and the image of each item."""
     from lugha.training.evaluate import evaluate_embeddings
 
     img, txt, encode = embed_eval(data, image, text)
     report = evaluate_embeddings(data.pairs, img, txt, encode, data.label_names, items=True)
     metrics = {lang: {k: float(v) for k, v in m.items() if isinstance(v, (int, float))}
                for lang, m in report["languages"].items()}
-    return metrics, report["items"]
+    return metrics, report["items"], report["item_images"]
 
 
 def over_splits(report_data: EvalData, gate_data: list[EvalData],
-                evaluate: Callable[[EvalData], tuple[dict, Items]]) -> tuple[dict, Items]:
-    """``evaluate`` on the report split (its metrics) and on each gate split (their items, concatenated
-    per language and metric); a split that is both is evaluated once."""
-    done: dict[int, tuple[dict, Items]] = {}
+                evaluate: Callable[[EvalData], tuple[dict, Items, ItemImages]]) -> tuple[dict, Items, ItemImages]:
+    """``evaluate`` on the report split (its metrics) and on each gate split (their items and the items'
+    images, concatenated per language and metric); a split that is both is evaluated once."""
+    done: dict[int, tuple[dict, Items, ItemImages]] = {}
     for d in [report_data, *gate_data]:
         if id(d) not in done:
             done[id(d)] = evaluate(d)
     merged: Items = {}
+    images: ItemImages = {}
     for d in gate_data:
-        for lang, per in done[id(d)][1].items():
+        _, items, item_images = done[id(d)]
+        for lang, per in items.items():
             for metric, hits in per.items():
                 have = merged.setdefault(lang, {}).get(metric)
                 merged[lang][metric] = hits if have is None else np.concatenate([have, hits])
-    return done[id(report_data)][0], merged
+                images.setdefault(lang, {}).setdefault(metric, []).extend(item_images[lang][metric])
+    return done[id(report_data)][0], merged, images
+
+
+def paired_cell(name: str, lang: str, metric: str, ref, got, images: list[str] | None, max_drop: float) -> GateCell:
+    """Tango's per-item cell, or, when items share images (a pooled cell: each image once per language),
+    the cluster t cell with images as clusters: counting an image's 16 correlated items as 16 independent
+    ones would make the interval several times too narrow (:mod:`lugha.training.cluster_stats`)."""
+    from lugha.training import paired_stats as ps
+    from lugha.training.cluster_stats import clustered_cell
+
+    if images is not None and len(set(images)) < len(images):
+        return clustered_cell(name, lang, metric, ref, got, images, max_drop)
+    return ps.make_cell(name, lang, metric, ref, got, max_drop)
 
 
 def accuracy_cells(reference: Items, candidates: dict[str, Items], max_drop: float,
-                   metrics: tuple[str, ...] = PAIRED_METRICS) -> tuple[list[GateCell], list[GateCell]]:
-    """Every candidate's decided cells: (per language, pooled per candidate and metric), Holm over both."""
+                   metrics: tuple[str, ...] = PAIRED_METRICS,
+                   images: ItemImages | None = None) -> tuple[list[GateCell], list[GateCell]]:
+    """Every candidate's decided cells: (per language, pooled per candidate and metric), Holm over both.
+    ``images``: the image of each reference item (:func:`over_splits`); without it every item counts as
+    independent."""
+    from lugha.gate_report import POOLED
     from lugha.training import paired_stats as ps
 
     cells, pooled = [], []
     for name, per_lang in candidates.items():
         for metric in metrics:
-            parts = []
+            parts, where = [], []
             for lang in sorted(reference):
                 ref, got = reference[lang].get(metric), per_lang.get(lang, {}).get(metric)
                 if ref is None or got is None:
                     continue
                 if len(ref) != len(got):
                     raise ConfigError(f"{name}[{lang}].{metric}", f"{len(got)} items, the reference has {len(ref)}")
-                cells.append(ps.make_cell(name, lang, metric, ref, got, max_drop))
+                imgs = (images or {}).get(lang, {}).get(metric)
+                cells.append(paired_cell(name, lang, metric, ref, got, imgs, max_drop))
                 parts.append((ref, got))
+                where.append(imgs)
             if parts:
-                pooled.append(ps.pooled(name, metric, parts, max_drop))
+                ref, got = (np.concatenate([np.asarray(p[i], dtype=bool) for p in parts]) for i in (0, 1))
+                imgs = None if any(w is None for w in where) else [x for w in where for x in w]
+                pooled.append(paired_cell(name, POOLED, metric, ref, got, imgs, max_drop))
     decided = ps.decide(cells + pooled)
     return decided[:len(cells)], decided[len(cells):]
 
@@ -181,5 +207,5 @@ def summarize_failures(parity: list[ParityRow], blocked: list[GateCell]) -> list
 
 
 __all__ = ["parity_gate", "accuracy_cells", "blocking", "worst_cells", "evaluate_candidate",
-           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "ExportGateError",
+           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "ExportGateError", "paired_cell",
            "GATED_METRICS", "PAIRED_METRICS", "GATE_POLICIES"]

@@ -180,9 +180,9 @@ def _gates(source, opts, data, split, specs, graphs, runners, golden_for, report
     parity = [row for g in graphs for row in gates.parity_gate(g, runners[g.key], *golden_for[g.key])]
     say(f"parity: {sum(r.ok for r in parity)}/{len(parity)} graphs within tolerance")
     gate_sets = accuracy_gate.gate_data(source, opts, data, split, say)
-    metrics, items = accuracy_gate.evaluate_all(source, data, gate_sets, specs, runners, opts)
+    metrics, items, images = accuracy_gate.evaluate_all(source, data, gate_sets, specs, runners, opts)
     reference_items = items.pop(REFERENCE_METRIC)
-    cells, pooled = gates.accuracy_cells(reference_items, items, opts.max_drop)
+    cells, pooled = gates.accuracy_cells(reference_items, items, opts.max_drop, images=images)
     blocked = gates.blocking(cells, pooled, opts.gate)
     failures = gates.summarize_failures(parity, blocked)
     record = accuracy_gate.gate_record(opts, [d.split or split for d in gate_sets], cells, pooled, blocked)

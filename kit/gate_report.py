@@ -22,7 +22,8 @@ COUNTED = {"i2t_r1": "images", "t2i_r1": "queries", "label_acc": "images", "head
 @dataclass(frozen=True)
 class GateCell:
     """One paired comparison. Points are 100 x fractions; ``ci_*`` is the two-sided 1 - 2 alpha interval
-    (each end a one-sided bound at alpha); ``detectable_points`` / ``decide_n`` only when undecided."""
+    (each end a one-sided bound at alpha); ``detectable_points`` / ``decide_n``
+    only when undecided and the items are independent (``clusters`` None)."""
 
     candidate: str  # "onnx/int8", or a run folder for `lugha eval --baseline`
     lang: str
@@ -40,6 +41,9 @@ class GateCell:
     decision: Decision
     detectable_points: float | None = None  # the smallest drop this n fails on (alone among the cells)
     decide_n: int | None = None  # the n at which the observed proportions would be decided
+    # a pooled cell whose items come in clusters (an image's items in every language): the number of images,
+    # decided with the cluster t (lugha.training.cluster_stats), so no per-item detectable_points / decide_n
+    clusters: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.lost + self.gained <= self.n or min(self.lost, self.gained) < 0:
@@ -74,7 +78,7 @@ class GateCell:
         text = (f"{self.candidate} [{self.lang}] {self.metric}: drop {self.drop_points:+.2f} points "
                 f"(90% CI {self.ci_low_points:+.2f} to {self.ci_high_points:+.2f}; margin {self.margin_points:g}), "
                 f"p {self.p_value:.3g} (Holm {self.p_holm:.3g}): {self.decision.upper()}; lost {self.lost}, "
-                f"gained {self.gained} of {self.n} {noun}")
+                f"gained {self.gained} of {self.n} {noun}" + (f" of {self.clusters} images" if self.clusters else ""))
         if self.decision == "undecided":
             detect = (f"this n detects drops >= {self.detectable_points:.2f} points"
                       if self.detectable_points is not None else "this n cannot detect a drop")

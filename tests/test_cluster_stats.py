@@ -80,3 +80,17 @@ def test_clustered_cell_decides_with_the_gate_and_is_more_cautious_than_a_per_ro
     assert row_cell.decision == "pass"
     assert cl_cell.ci_high_points > row_cell.ci_high_points
     assert cl_cell.decision == "undecided" and cl_cell.p_holm > 0.05
+    assert cl_cell.clusters == 60 and cl_cell.detectable_points is None and cl_cell.decide_n is None
+
+
+def test_a_clustered_cell_with_nothing_moved_is_no_surer_than_its_items():
+    """No flips: the cluster t's interval is the point 0, which alone would pass any margin on any n; the
+    cell keeps Tango's per-item bound, so 150 unmoved items in 50 images stay undecided at 1 point (as
+    150 independent items do: 268 decide) and 1,192 pass."""
+    for n, decision in ((150, "undecided"), (1192, "pass")):
+        hits = np.arange(n) % 3 == 0
+        per_item, cl = decide([make_cell("c", "ha", "t2i_r1", hits, hits, 1.0),
+                               clustered_cell("c", "ha", "t2i_r1", hits, hits, np.arange(n) % 50, 1.0)])
+        assert cluster_difference(np.zeros(n), np.arange(n) % 50).interval(0.9) == (0.0, 0.0)
+        assert cl.ci_high_points == per_item.ci_high_points > 0 and cl.p_value >= per_item.p_value
+        assert per_item.decision == cl.decision == decision and cl.clusters == 50

@@ -67,6 +67,25 @@ def test_noise_of_a_few_items_passes_pooled_and_stays_undecided_per_language():
     assert len(blocking(cells, pooled, "strict")) == len(langs)
 
 
+def test_the_pooled_cell_counts_images_not_each_languages_copy_of_them():
+    """8 languages caption the same 149 images: 2 images lost and 2 gained in every language. As 32
+    independent flips of 1,192 items the pooled drop (0) would pass; as 4 flipped images of 149 it cannot."""
+    images = [f"img{i}.png" for i in range(149)]
+    ref, cand, where = {}, {"tflite/int8": {}}, {}
+    for lang in (f"l{i}" for i in range(8)):
+        r, g = _hits(149, lost=2, gained=2, hits=60)  # the same images move in every language
+        ref[lang], cand["tflite/int8"][lang], where[lang] = {"i2t_r1": r}, {"i2t_r1": g}, {"i2t_r1": images}
+    as_items = accuracy_cells(ref, cand, max_drop=1.0)[1][0]
+    assert (as_items.n, as_items.flips, as_items.decision, as_items.clusters) == (1192, 32, "pass", None)
+    cells, pooled = accuracy_cells(ref, cand, max_drop=1.0, images=where)
+    cell = pooled[0]
+    assert (cell.n, cell.flips, cell.clusters, cell.drop_points) == (1192, 32, 149, 0.0)
+    assert cell.decision == "undecided" and cell.ci_high_points > 2.5 * as_items.ci_high_points  # ~sqrt(8)
+    assert cell.detectable_points is None and cell.decide_n is None  # Tango's per-item sizes do not apply
+    assert all(c.clusters is None for c in cells)  # within a language each image is one item
+    assert blocking(cells, pooled, "default") == [cell] and "of 149 images" in cell.line()
+
+
 @pytest.fixture(scope="module")
 def tiny_run(demo_small, tmp_path_factory):
     from lugha.training.train_config import load_train_config
@@ -344,8 +363,10 @@ def test_a_candidate_off_by_a_few_items_passes_the_default_gate_undecided_per_la
     assert rc == 0 and report["ok"] and out.is_dir()
     cells = report["accuracy"]
     assert {c["decision"] for c in cells} == {"undecided"}  # ~150 items a language cannot prove < 1 point
-    assert all(c["decide_n"] and c["detectable_points"] for c in cells)
+    for c in cells:  # a language with several captions of an image: its t2i items cluster by image
+        assert (c["decide_n"] and c["detectable_points"]) if c["clusters"] is None else c["clusters"] < c["n"]
     assert {c["decision"] for c in report["accuracy_pooled"]} == {"pass"}
+    assert all(c["clusters"] < c["n"] for c in report["accuracy_pooled"])  # each image once a language
     pooled = {c["metric"]: c for c in report["accuracy_pooled"]}
     assert pooled["t2i_r1"]["lost"] >= 1 and all(c["flips"] <= 4 for c in pooled.values())
     gate = load_bundle_manifest(out).accuracy_gate

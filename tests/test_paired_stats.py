@@ -90,7 +90,3 @@ def test_a_cell_without_flips_passes_from_the_n_it_names():
     assert bigger.decision == "pass"
 
 
-def test_pooled_cell_is_the_union_of_the_languages_items():
-    parts = [_items(40, 1, 0, 108), _items(30, 0, 1, 118)]
-    cell = ps.pooled("tflite/int8", "i2t_r1", parts, 1.0)
-    assert (cell.lang, cell.n, cell.lost, cell.gained, cell.drop_points) == ("all", 298, 1, 1, 0.0)

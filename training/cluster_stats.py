@@ -28,7 +28,7 @@ import numpy as np
 
 from lugha.errors import ConfigError
 from lugha.gate_report import GateCell
-from lugha.training.paired_stats import holm_verdicts  # re-exported: the clustered rows' one family rule
+from lugha.training.paired_stats import holm_verdicts, make_cell  # holm_verdicts re-exported: one family rule
 
 METHOD = "cluster t (images as clusters; ratio estimate, linearised variance, t with K - 1 df)"
 
@@ -108,25 +108,23 @@ def compare_clustered(run: Sequence[bool], baseline: Sequence[bool], clusters: S
 def clustered_cell(candidate: str, lang: str, metric: str, reference: Sequence[bool], got: Sequence[bool],
                    clusters: Sequence, margin_points: float, alpha: float = 0.05) -> GateCell:
     """A non-inferiority cell like :func:`lugha.training.paired_stats.make_cell` (drop = reference -
-    candidate; one-sided p of H0: drop <= margin; the 1 - 2 alpha interval), with the cluster t in place
-    of Tango's score. :func:`~lugha.training.paired_stats.decide` decides it with the other cells; its
-    ``detectable_points`` / ``decide_n`` (Tango's, per independent item) do not apply: use
-    :func:`undecided_sizes_off` after deciding."""
+    candidate; one-sided p of H0: drop <= margin; the 1 - 2 alpha interval), from the cluster t and
+    Tango's per-item cell together: the wider interval's ends and the larger p-value. The cluster t is the
+    honest one when images move (an image's items move together), but it collapses when few do: with no
+    item flipped its interval is the single point 0 and would "pass" any margin on any n, where Tango's
+    per-item bound (what the items would say were they independent, the least they can say) still needs
+    268 items for a 1-point margin. :func:`~lugha.training.paired_stats.decide` decides it with the
+    other cells; it carries its number of ``clusters``, so it gets no Tango ``detectable_points`` /
+    ``decide_n`` (per independent item)."""
     ref, cand = np.asarray(reference, dtype=bool), np.asarray(got, dtype=bool)
+    per_item = make_cell(candidate, lang, metric, ref, cand, margin_points, alpha)
     drop = cluster_difference(ref.astype(float) - cand.astype(float), clusters)
     lo, hi = drop.interval(1.0 - 2.0 * alpha)
-    p = drop.p_value(margin_points / 100.0, "greater")
-    return GateCell(candidate, lang, metric, int(ref.size), int((ref & ~cand).sum()), int((~ref & cand).sum()),
-                    int(ref.sum()), float(margin_points), 100.0 * drop.estimate, 100.0 * lo, 100.0 * hi, p, p,
-                    "undecided")
-
-
-def undecided_sizes_off(cell: GateCell) -> GateCell:
-    """The cell without Tango's per-item detectable drop and deciding n (wrong for clustered items)."""
-    import dataclasses
-
-    return dataclasses.replace(cell, detectable_points=None, decide_n=None)
+    p = max(drop.p_value(margin_points / 100.0, "greater"), per_item.p_value)
+    return GateCell(candidate, lang, metric, per_item.n, per_item.lost, per_item.gained, per_item.reference_hits,
+                    float(margin_points), 100.0 * drop.estimate, min(100.0 * lo, per_item.ci_low_points),
+                    max(100.0 * hi, per_item.ci_high_points), p, p, "undecided", clusters=drop.clusters)
 
 
 __all__ = ["ClusterDifference", "cluster_difference", "compare_clustered", "holm_verdicts", "clustered_cell",
-           "undecided_sizes_off", "METHOD"]
+           "METHOD"]

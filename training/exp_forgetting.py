@@ -150,7 +150,7 @@ def _rows(exp, runs, reports, targets) -> list[dict]:
     """Each grid setting: scores, ratios, the two gate cells (Holm over all of them) and the gain. English is
     one caption per image (per-item Tango cells); the targets' pooled captions come in clusters, one per
     image (its caption in every target language): cluster t cells and gains."""
-    from lugha.training.cluster_stats import clustered_cell, compare_clustered, holm_verdicts, undecided_sizes_off
+    from lugha.training.cluster_stats import clustered_cell, compare_clustered, holm_verdicts
     from lugha.training.paired_stats import decide, make_cell
 
     m, src, ref = exp.metric, reports["source"], reports["reference"]
@@ -177,9 +177,8 @@ def _rows(exp, runs, reports, targets) -> list[dict]:
     decided = decide(cells)
     holm_verdicts(gains)
     for i, r in enumerate(rows):
-        keep_cell, reach_cell = decided[2 * i], undecided_sizes_off(decided[2 * i + 1])
+        keep_cell, reach_cell = decided[2 * i], decided[2 * i + 1]
         r["kept_cell"], r["reached_cell"] = dataclasses.asdict(keep_cell), dataclasses.asdict(reach_cell)
-        r["reached_cell"]["clusters"] = gains[i]["clusters"]
         r["gain"] = {k: gains[i][k] for k in ("diff_points", "ci_low_points", "ci_high_points", "p_holm", "verdict")}
         r["meets_keep_point"] = r["retention_pct"] is not None and r["retention_pct"] >= 100 * exp.keep
         r["meets_reach_point"] = r["reached_pct"] is not None and r["reached_pct"] >= 100 * exp.reach

@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import math
 import dataclasses
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from lugha.gate_report import POOLED, GateCell
+from lugha.gate_report import GateCell
 
 ALPHA = 0.05  # one-sided level of both questions; the reported interval is the two-sided 1 - 2 * alpha one
 DECISIONS = ("pass", "undecided", "fail")
@@ -127,8 +127,9 @@ def make_cell(candidate: str, lang: str, metric: str, reference: Sequence[bool],
 
 
 def decide(cells: Sequence[GateCell], alpha: float = ALPHA) -> list[GateCell]:
-    """Holm over all ``cells`` (one family), then each cell's decision; undecided cells get their
-    detectable drop and deciding n (at ``alpha / m``: a cell alone among m must reach that under Holm)."""
+    """Holm over all ``cells`` (one family), then each cell's decision; undecided cells of independent items
+    get their detectable drop and deciding n (at ``alpha / m``: a cell alone among m must reach that under
+    Holm); clustered cells (:func:`lugha.training.cluster_stats.clustered_cell`) are decided alike, without."""
     out = []
     alone = alpha / max(len(cells), 1)
     for cell, p in zip(cells, holm([c.p_value for c in cells], alpha)):
@@ -139,7 +140,7 @@ def decide(cells: Sequence[GateCell], alpha: float = ALPHA) -> list[GateCell]:
         else:
             decision = "undecided"
         cell = dataclasses.replace(cell, p_holm=p, decision=decision)
-        if decision == "undecided":
+        if decision == "undecided" and cell.clusters is None:  # Tango's sizes assume independent items
             cell = dataclasses.replace(cell, detectable_points=detectable_drop(cell, alone),
                                        decide_n=deciding_n(cell, alpha, alone))
         out.append(cell)
@@ -187,15 +188,6 @@ def deciding_n(cell: GateCell, alpha: float, fail_level: float, max_n: int = 10_
     return hi
 
 
-def pooled(candidate: str, metric: str, parts: Iterable[tuple[Sequence[bool], Sequence[bool]]],
-           margin_points: float, alpha: float = ALPHA) -> GateCell:
-    """The same test on the union of every language's items."""
-    parts = list(parts)
-    ref = np.concatenate([np.asarray(r, dtype=bool) for r, _ in parts]) if parts else np.zeros(0, bool)
-    got = np.concatenate([np.asarray(g, dtype=bool) for _, g in parts]) if parts else np.zeros(0, bool)
-    return make_cell(candidate, POOLED, metric, ref, got, margin_points, alpha)
-
-
 def compare_runs(run: dict, base: dict, run_ids: dict, base_ids: dict, level: float = 0.95,
                  alpha: float = ALPHA) -> list[dict]:
     """Is a run better or worse than a baseline, per language and metric, on the same items?
@@ -235,5 +227,5 @@ def holm_verdicts(rows: list[dict], alpha: float = ALPHA) -> list[dict]:
 
 
 __all__ = ["compare_runs", "holm_verdicts", "PairedOutcomeError", "paired_counts", "tango_statistic", "tango_interval", "upper_bound",
-           "p_drop_exceeds", "holm", "make_cell", "decide", "detectable_drop", "deciding_n", "pooled", "ALPHA",
+           "p_drop_exceeds", "holm", "make_cell", "decide", "detectable_drop", "deciding_n", "ALPHA",
            "DECISIONS"]
