@@ -6,9 +6,10 @@
 Reads the bundle's ``manifest.json`` (``accuracy_gate``: every cell the export decided) and writes, per
 candidate: the pooled cells, how many per-language cells passed / stayed undecided / failed, the worst
 cell, and the TFLite int8 i2t Tamil cell (the one cell over 1.0 point in the README's int8 image tower
-benchmark: 2 of 149 test images). ``--readme-cell`` also puts that benchmark's cell through the same
-statistics: its JSON keeps the net drop only, so the cell is taken at its fewest flips (2 lost, 0 gained),
-which gives it the narrowest interval it can have.
+benchmark: 2 of 149 test images); each pooled cell also with ``per_item_ci_points``, Tango's interval
+of its counts (what it would be were the items independent). ``--readme-cell`` also puts that
+benchmark's cell through the same statistics: its JSON keeps the net drop only, so the cell is taken at
+its fewest flips (2 lost, 0 gained), which gives it the narrowest interval it can have.
 """
 from __future__ import annotations
 
@@ -20,8 +21,17 @@ from pathlib import Path
 
 def cell_view(c: dict) -> dict:
     keys = ("candidate", "lang", "metric", "n", "lost", "gained", "drop_points", "ci_low_points", "ci_high_points",
-            "p_value", "p_holm", "decision", "detectable_points", "decide_n")
-    return {k: (round(c[k], 4) if isinstance(c[k], float) else c[k]) for k in keys}
+            "p_value", "p_holm", "decision", "detectable_points", "decide_n", "clusters")
+    return {k: (round(c[k], 4) if isinstance(c.get(k), float) else c.get(k)) for k in keys}
+
+
+def pooled_view(c: dict, alpha: float) -> dict:
+    """A pooled cell, with the interval its counts would get were its items independent (Tango's, the
+    per-item floor of the clustered cell): how much counting images instead of items widened it."""
+    from lugha.training.paired_stats import tango_interval
+
+    lo, hi = tango_interval(c["lost"], c["gained"], c["n"], 1.0 - 2.0 * alpha)
+    return {**cell_view(c), "per_item_ci_points": [round(100.0 * lo, 4), round(100.0 * hi, 4)]}
 
 
 def summarise(gate: dict) -> dict:
@@ -31,7 +41,7 @@ def summarise(gate: dict) -> dict:
     for cand in dict.fromkeys(c["candidate"] for c in gate["pooled"]):
         mine = [c for c in gate["cells"] if c["candidate"] == cand]
         out["candidates"][cand] = {
-            "pooled": [cell_view(c) for c in gate["pooled"] if c["candidate"] == cand],
+            "pooled": [pooled_view(c, gate["alpha"]) for c in gate["pooled"] if c["candidate"] == cand],
             "per_language": {d: sum(c["decision"] == d for c in mine) for d in ("pass", "undecided", "fail")},
             "worst": cell_view(max(mine, key=lambda c: c["drop_points"])) if mine else None}
     ta = [c for c in gate["cells"] if (c["candidate"], c["lang"], c["metric"]) == ("tflite/int8", "ta", "i2t_r1")]

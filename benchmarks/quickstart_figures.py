@@ -102,8 +102,8 @@ def gate_summary(bundle: Path) -> dict:
     gate = json.loads((bundle / "manifest.json").read_text(encoding="utf-8")).get("accuracy_gate") or {}
     cells = gate.get("cells", [])
     counts = {d: sum(c["decision"] == d for c in cells) for d in ("pass", "undecided", "fail")}
-    pooled = [{k: c[k] for k in ("candidate", "metric", "n", "lost", "gained", "drop_points", "ci_low_points",
-                                 "ci_high_points", "decision")} for c in gate.get("pooled", [])]
+    pooled = [{k: c.get(k) for k in ("candidate", "metric", "n", "clusters", "lost", "gained", "drop_points",
+                                     "ci_low_points", "ci_high_points", "decision")} for c in gate.get("pooled", [])]
     return {k: gate.get(k) for k in ("policy", "max_drop_points", "splits", "overridden", "blocking")} | {
         "per_language_cells": len(cells), "decisions": counts, "pooled": pooled}
 

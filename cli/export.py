@@ -19,7 +19,9 @@ statistics, against the margin --max-drop (points):
   pass       the one-sided 95% upper bound of the drop is below the margin
   undecided  neither: the row says the smallest drop this many items can detect and the n that would decide
 
-Each candidate also gets a pooled cell (all languages' items). --gate default blocks on any fail and on a
+Each candidate also gets a pooled cell (all languages' items; an image's items in every language count as
+one cluster, not as 16 independent items: the cluster t, never narrower than Tango's per-item interval, so
+the row gives its images instead of a deciding n). --gate default blocks on any fail and on a
 pooled cell that is not a pass; --gate strict also on any undecided cell; --allow-drop reports and blocks
 nothing (the manifest and MODEL_CARD.md say so). A blocked export exits non-zero, prints every failing
 cell, and leaves NO bundle behind. --gate-splits (default val,test) pools the held-out splits' items.
@@ -136,6 +138,7 @@ def format_gate_table(report: dict) -> str:
     pooled = [{"candidate": c["candidate"], "metric": c["metric"], "drop": f"{c['drop_points']:+.2f}",
                "90% CI": f"{c['ci_low_points']:+.2f} to {c['ci_high_points']:+.2f}", "p": f"{c['p_value']:.3g}",
                "p Holm": f"{c['p_holm']:.3g}", "lost/gained/n": f"{c['lost']}/{c['gained']}/{c['n']}",
+               "images": c.get("clusters") or "",
                "flips": f"{c['flip_rate']:.1%}", "decision": _SHORT[c["decision"]]} for c in report.get("accuracy_pooled", [])]
     g = report.get("gate", {})
     counts = g.get("counts", {})

@@ -113,14 +113,16 @@ def _gate_section(gate: AccuracyGate | None) -> list[str]:
              f"Policy `{gate.policy}`{' (overridden by --allow-drop)' if gate.overridden else ''}, margin "
              f"{gate.max_drop_points:g} points, items of the {'+'.join(gate.splits)} split(s), alpha {gate.alpha}: "
              f"{gate.method}. Per-language cells: {counts['pass']} pass, {counts['undecided']} undecided, "
-             f"{counts['fail']} fail. Drop = (lost - gained) / n in points (positive: the candidate is worse).", "",
+             f"{counts['fail']} fail. Drop = (lost - gained) / n in points (positive: the candidate is worse); "
+             "a cell whose items share images (pooled: an image once a language) is decided with the images as "
+             "clusters.", "",
              "| candidate | lang | metric | drop | 90% CI | p | p (Holm) | decision | lost / gained / n | flips |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for c in (*gate.pooled, *gate.cells):
         decision = c.decision if c.decision != "undecided" or c.decide_n is None else f"undecided (n {c.decide_n})"
         lines.append(f"| {c.candidate} | {c.lang} | {c.metric} | {c.drop_points:+.2f} | {c.ci_low_points:+.2f} to "
                      f"{c.ci_high_points:+.2f} | {c.p_value:.3g} | {c.p_holm:.3g} | {decision} | {c.lost} / {c.gained} "
-                     f"/ {c.n} | {c.flip_rate:.1%} |")
+                     f"/ {c.n}{f' ({c.clusters} images)' if c.clusters else ''} | {c.flip_rate:.1%} |")
     return lines
 
 

@@ -10,8 +10,9 @@
   (:mod:`lugha.training.paired_stats`): **fail** (the drop is significantly above the margin, Holm over all
   cells), **pass** (its upper confidence bound is below the margin) or **undecided**; each candidate also
   gets a pooled cell over all languages, where each image's items (one a language) are one cluster
-  (:mod:`lugha.training.cluster_stats`), not 16 independent items. A bare threshold cannot work here: on 149 items one item is
-  0.67 points, and a few items flip between near-tied neighbours at any precision (fp16 included).
+  (:mod:`lugha.training.cluster_stats`), not 16 independent items. A bare threshold cannot work here: on
+  149 items one item is 0.67 points, and a few items flip between near-tied neighbours at any precision
+  (fp16 included).
   Policy (:func:`blocking`): ``default`` blocks on any fail and on a pooled cell that is not a pass;
   ``strict`` also on any undecided cell.
 """
@@ -137,8 +138,9 @@ def over_splits(report_data: EvalData, gate_data: list[EvalData],
 
 def paired_cell(name: str, lang: str, metric: str, ref, got, images: list[str] | None, max_drop: float) -> GateCell:
     """Tango's per-item cell, or, when items share images (a pooled cell: each image once per language),
-    the cluster t cell with images as clusters: counting an image's 16 correlated items as 16 independent
-    ones would make the interval several times too narrow (:mod:`lugha.training.cluster_stats`)."""
+    the cluster t cell with images as clusters (Tango's cell its floor): counting an image's 16 correlated
+    items as 16 independent ones would make the interval several times too narrow
+    (:mod:`lugha.training.cluster_stats`)."""
     from lugha.training import paired_stats as ps
     from lugha.training.cluster_stats import clustered_cell
 
@@ -207,5 +209,5 @@ def summarize_failures(parity: list[ParityRow], blocked: list[GateCell]) -> list
 
 
 __all__ = ["parity_gate", "accuracy_cells", "blocking", "worst_cells", "evaluate_candidate",
-           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "ExportGateError", "paired_cell",
-           "GATED_METRICS", "PAIRED_METRICS", "GATE_POLICIES"]
+           "over_splits", "embed_eval", "summarize_failures", "EvalData", "ParityRow", "ExportGateError",
+           "paired_cell", "GATED_METRICS", "PAIRED_METRICS", "GATE_POLICIES"]
