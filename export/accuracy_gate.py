@@ -25,7 +25,7 @@ METHOD = ("paired per-item outcomes vs PyTorch fp32; fail: one-sided exact binom
           "items (margin 0) or Tango's score test (margin > 0), Holm over all cells; pass: Tango's one-sided 95 % "
           "upper bound below the margin; interval: Tango's score interval, two-sided 90 %; pooled cells (each "
           "image's items in every language): the same questions with images as clusters (cluster t: ratio "
-          "estimate, cluster-robust standard error, t with K - 1 df)")
+          "estimate, cluster-robust standard error, t with K - 1 df; Tango's per-item interval and p its floor)")
 
 
 def gate_data(source, opts, data: gates.EvalData, split: str, say: Callable[[str], None]) -> list[gates.EvalData]:
