@@ -79,7 +79,7 @@ def died_by_signal(proc: subprocess.CompletedProcess) -> bool:
 
 def run_two(manifest, tmp: Path, dropout: bool) -> Path:
     """An uninterrupted 2-process run in ``tmp / "two"``. Once in CI a worker of this run aborted inside torch
-    ("terminate called without an active exception", SIGABRT; not reproduced in 65 runs on the dev machine,
+    ("terminate called without an active exception", SIGABRT; not reproduced in 58 runs on the dev machine,
     quiet or loaded): that run is retried once from scratch, with a warning carrying its stderr, so the
     reference the tests compare against is still one uninterrupted run. A Python error is not retried."""
     command = cli(*set_flags(manifest, tmp / "cache", dropout), "--out", str(tmp / "two"), "--nproc-per-node", "2",
