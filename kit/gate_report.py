@@ -79,7 +79,9 @@ class GateCell:
                 f"(90% CI {self.ci_low_points:+.2f} to {self.ci_high_points:+.2f}; margin {self.margin_points:g}), "
                 f"p {self.p_value:.3g} (Holm {self.p_holm:.3g}): {self.decision.upper()}; lost {self.lost}, "
                 f"gained {self.gained} of {self.n} {noun}" + (f" of {self.clusters} images" if self.clusters else ""))
-        if self.decision == "undecided":
+        if self.decision == "undecided" and self.clusters:
+            text += "; the images are the unit here: more images would decide it"
+        elif self.decision == "undecided":
             detect = (f"this n detects drops >= {self.detectable_points:.2f} points"
                       if self.detectable_points is not None else "this n cannot detect a drop")
             text += f"; {detect}" + (f", n {self.decide_n} would decide it" if self.decide_n else "")

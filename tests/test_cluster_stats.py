@@ -94,3 +94,13 @@ def test_a_clustered_cell_with_nothing_moved_is_no_surer_than_its_items():
         assert cluster_difference(np.zeros(n), np.arange(n) % 50).interval(0.9) == (0.0, 0.0)
         assert cl.ci_high_points == per_item.ci_high_points > 0 and cl.p_value >= per_item.p_value
         assert per_item.decision == cl.decision == decision and cl.clusters == 50
+
+
+def test_an_undecided_clustered_cell_says_images_would_decide_it():
+    hits = np.arange(40) % 2 == 0
+    got = hits.copy()
+    got[:4] ^= True  # 2 lost, 2 gained, all in one of 8 images
+    cell = decide([clustered_cell("onnx/int8", "all", "t2i_r1", hits, got, np.arange(40) // 5, 1.0)])[0]
+    line = cell.line()
+    assert cell.decision == "undecided" and "of 8 images" in line and "more images would decide it" in line
+    assert "this n" not in line  # Tango's per-item sizes are not computed for clusters
