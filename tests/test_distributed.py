@@ -77,6 +77,17 @@ def died_by_signal(proc: subprocess.CompletedProcess) -> bool:
     return proc.returncode != 0 and any(c < 0 and c != -15 for c in codes) and not any(c > 0 for c in codes)
 
 
+def run_twice_on_a_signal(command: list[str], what: str, before_again=lambda: None) -> subprocess.CompletedProcess:
+    """Run ``command``; when a worker died by a signal (see :func:`run_two`), warn with its stderr, call
+    ``before_again`` and run it once more. A Python error is returned as it is."""
+    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    if died_by_signal(proc):
+        warnings.warn(f"{what}: a worker died by a signal, ran again:\n{proc.stderr[-1500:]}")
+        before_again()
+        proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    return proc
+
+
 def run_two(manifest, tmp: Path, dropout: bool) -> Path:
     """An uninterrupted 2-process run in ``tmp / "two"``. Once in CI a worker of this run aborted inside torch
     ("terminate called without an active exception", SIGABRT; not reproduced in 58 runs on the dev machine,
@@ -84,11 +95,7 @@ def run_two(manifest, tmp: Path, dropout: bool) -> Path:
     reference the tests compare against is still one uninterrupted run. A Python error is not retried."""
     command = cli(*set_flags(manifest, tmp / "cache", dropout), "--out", str(tmp / "two"), "--nproc-per-node", "2",
                   "--json")
-    proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
-    if died_by_signal(proc):
-        warnings.warn(f"2-process run: a worker died by a signal, retried once:\n{proc.stderr[-1500:]}")
-        shutil.rmtree(tmp / "two", ignore_errors=True)
-        proc = subprocess.run(command, env=ENV, capture_output=True, text=True, timeout=600)
+    proc = run_twice_on_a_signal(command, "2-process run", lambda: shutil.rmtree(tmp / "two", ignore_errors=True))
     assert proc.returncode == 0, proc.stderr[-3000:]
     outcome = json.loads(proc.stdout[proc.stdout.index("{"):])  # rank 0's report, once
     assert outcome["stopped"] == "done" and outcome["steps"] == 70
@@ -156,10 +163,8 @@ def kill_rank_1_then_resume(manifest, cache: Path, run: Path, dropout: bool) -> 
     assert 6 <= killed_at < 70
     shutil.copytree(run, run.with_name(run.name + "_copy"))
     resume = [sys.executable, "-m", "lugha.cli", "train", "--resume", str(run), "--nproc-per-node", "2", "--quiet"]
-    resumed = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=600)
-    if died_by_signal(resumed):  # see run_two; resuming again is what the launcher's message tells a user to do
-        warnings.warn(f"resumed 2-process run: a worker died by a signal, resumed again:\n{resumed.stderr[-1500:]}")
-        resumed = subprocess.run(resume, env=ENV, capture_output=True, text=True, timeout=600)
+    # resuming again after a signal death is what the launcher's message tells a user to do
+    resumed = run_twice_on_a_signal(resume, "resumed 2-process run")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
 

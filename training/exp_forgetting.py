@@ -197,8 +197,8 @@ def _protocol(exp, targets, src_b, ref, ref_epochs) -> dict:
             "test_split": "test", "work_dir": str(exp.work_dir),
             "statistics": "paired non-inferiority cells, Holm over all cells: English kept (one caption per image: "
                           "Tango bound, margin = (1 - keep) x source) and targets reached (pooled captions, images as "
-                          "clusters: cluster t bound, Tango's per-item bound its floor, margin = (1 - reach) x reference); gain over the source on the "
-                          "targets: cluster t 95% interval and test, Holm"}
+                          "clusters: cluster t bound, Tango's per-item bound its floor, margin = (1 - reach) x "
+                          "reference); gain over the source on the targets: cluster t 95% interval and test, Holm"}
 
 
 def render_html(report: dict) -> str:
